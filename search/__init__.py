@@ -1,0 +1,1 @@
+"""GhostNAS search: the command line, and Ray Tune trials chosen by Optuna samplers."""

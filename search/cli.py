@@ -1,0 +1,77 @@
+"""The ``python -m search`` command line (also installed as ``ghostnas``).
+
+Each verb lives in ``search/commands/<verb>.py`` with ``add_arguments(parser)`` and
+``run(args) -> int``. A user's mistake (:class:`space.UserError`, or a bad option) is one line
+on stderr and exit status 2, never a traceback; a bug still shows its traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from space import UserError
+
+__all__ = ["main", "build_parser", "CliParser", "EXIT_USAGE"]
+
+EXIT_USAGE = 2
+
+# verb -> (module under search.commands, one-line help)
+COMMANDS: dict[str, tuple[str, str]] = {
+    "run": ("run", "search the space: Ray Tune trials chosen by an Optuna sampler"),
+    "space": ("space", "print the search space, its size and FLOPs range"),
+    "show": ("show", "print an architecture's stage table with FLOPs and params"),
+    "report": ("report", "write the Plotly HTML report of a run folder"),
+    "export": ("export", "write a found architecture from a run folder to a JSON file"),
+    "train": ("train", "train an architecture from scratch"),
+    "latency-table": ("latency_table", "measure a latency lookup table for the search space"),
+}
+
+
+class CliParser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line naming the fix, not the whole usage block."""
+
+    def error(self, message: str):  # type: ignore[override]
+        sys.stderr.write(f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
+        sys.exit(EXIT_USAGE)
+
+
+def build_parser() -> CliParser:
+    parser = CliParser(prog="python -m search", description=(
+        "GhostNAS: neural architecture search over the GhostNet design space."),
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=CliParser)
+    for verb, (module, help_text) in COMMANDS.items():
+        p = sub.add_parser(verb, help=help_text, description=help_text,
+                           formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        try:
+            mod = importlib.import_module(f"search.commands.{module}")
+        except ModuleNotFoundError as exc:
+            if exc.name != f"search.commands.{module}":
+                raise
+            p.set_defaults(_module=None)
+            continue
+        mod.add_arguments(p)
+        p.set_defaults(_module=mod)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return EXIT_USAGE
+    if args._module is None:
+        parser.error(f"'{args.command}' is not built yet in this version")
+    try:
+        return int(args._module.run(args) or 0)
+    except UserError as exc:
+        sys.stderr.write(f"error: {exc}\n")
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        sys.stderr.write("interrupted; results written so far are kept\n")
+        return 130
+    except BrokenPipeError:  # `python -m search show ... | head`
+        return 0

@@ -1,0 +1,92 @@
+"""Architecture files: JSON only, size-limited, dispatched on the optional ``family`` key."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from space._utils import ArchitectureError
+from space.ghostnet import Architecture
+from space.mobilenetv3 import MobileNetV3Arch
+from space.registry import create_architecture, list_models
+
+__all__ = ["ArchLike", "FAMILIES", "MAX_JSON_BYTES", "architecture_from_dict", "read_json_file",
+           "load_architecture", "save_architecture", "resolve_architecture"]
+
+ArchLike = Architecture | MobileNetV3Arch
+FAMILIES: dict[str, type] = {Architecture.family: Architecture,
+                             MobileNetV3Arch.family: MobileNetV3Arch}
+MAX_JSON_BYTES = 4 * 1024 * 1024  # architecture, space and latency-table files are far smaller
+
+
+def read_json_file(path: str | os.PathLike, *, what: str, max_bytes: int = MAX_JSON_BYTES) -> Any:
+    """Parse a JSON file as data, refusing oversized or pathologically nested input.
+
+    Raises :class:`ArchitectureError` (a ``ValueError``) whose message names the file.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ArchitectureError(f"{what} file {str(path)!r} does not exist (or is not a file)")
+    with open(path, "rb") as fh:
+        raw = fh.read(max_bytes + 1)
+    if len(raw) > max_bytes:
+        raise ArchitectureError(
+            f"{what} file {str(path)!r} is larger than {max_bytes // 1024} KiB; refusing to parse it")
+    try:
+        return json.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise ArchitectureError(f"{what} file {str(path)!r} is not UTF-8 text") from None
+    except RecursionError:
+        raise ArchitectureError(f"{what} file {str(path)!r} is nested too deeply") from None
+    except json.JSONDecodeError as exc:
+        raise ArchitectureError(
+            f"{what} file {str(path)!r} is not valid JSON: {exc.msg} at line {exc.lineno} "
+            f"column {exc.colno}") from None
+
+
+def architecture_from_dict(data: Any) -> ArchLike:
+    """Parse an architecture object of any family (``family`` defaults to ``ghostnet``)."""
+    family = data.get("family", Architecture.family) if isinstance(data, dict) else None
+    if family not in FAMILIES:
+        if family is None and not isinstance(data, dict):
+            raise ArchitectureError(
+                f"architecture: got {type(data).__name__}, expected a JSON object")
+        raise ArchitectureError(
+            f"family: got {family!r}, expected one of {', '.join(FAMILIES)}")
+    return FAMILIES[family].from_dict(data)
+
+
+def load_architecture(path: str | os.PathLike) -> tuple[ArchLike, dict[str, Any] | None]:
+    """Read an architecture file; returns the value and its ``provenance`` object if present."""
+    data = read_json_file(path, what="architecture")
+    provenance = None
+    if isinstance(data, dict) and "provenance" in data:
+        data = dict(data)  # never mutate what we were given
+        provenance = data.pop("provenance")
+    try:
+        return architecture_from_dict(data), provenance
+    except ArchitectureError as exc:
+        raise ArchitectureError(f"{path}: {exc}") from None
+
+
+def save_architecture(arch: ArchLike, path: str | os.PathLike, *,
+                      provenance: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Write ``arch`` (and optional provenance) as indented JSON; returns the object written."""
+    data = arch.to_dict()
+    if provenance is not None:
+        data["provenance"] = provenance
+    Path(path).write_text(json.dumps(data, indent=1) + "\n", encoding="utf-8")
+    return data
+
+
+def resolve_architecture(spec: str) -> ArchLike:
+    """A registered model name (``ghostnet_100``) or the path of an architecture JSON file."""
+    if spec in list_models():
+        return create_architecture(spec)
+    if spec.endswith(".json") or os.sep in spec or Path(spec).exists():
+        return load_architecture(spec)[0]
+    raise ArchitectureError(
+        f"{spec!r} is neither a registered model ({', '.join(list_models())}) "
+        "nor an architecture JSON file")
