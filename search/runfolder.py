@@ -1,0 +1,182 @@
+"""The run folder: what a search leaves on disk, written atomically as trials finish.
+
+Layout of ``--out DIR``::
+
+    run.json      settings of the run (budget, objectives, dataset, trials requested, ...) and
+                  counters (candidates rejected over budget, duplicates reused)
+    trials.csv    one row per finished/failed trial and per reference model (TRIAL_COLUMNS)
+    curves.csv    one row per trial and epoch (CURVE_COLUMNS)
+    study.db      the Optuna study (SQLite; ``optuna-dashboard sqlite:///DIR/study.db``)
+    pareto.csv    the Pareto set (written by ``results``)
+    report.html   the Plotly report (written by ``results``)
+
+Every file is replaced atomically (write to a temporary file in the same folder, fsync,
+``os.replace``), so a reader (``search report`` during a run) or a kill mid-write never sees a
+torn table.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from space import UserError
+
+__all__ = ["TRIAL_COLUMNS", "CURVE_COLUMNS", "STATUSES", "KINDS", "RunFolder", "RunFolderError",
+           "atomic_write_text"]
+
+# trial_id      candidates "c0001"...; references "ref-<name>"
+# kind          "candidate" | "reference"
+# name          registered name for references, "" for candidates
+# status        see STATUSES
+# top1          proxy top-1 on the held-out split, percent (0-100); empty if failed
+# loss          last training loss (cross-entropy, nats)
+# flops         multiply-accumulates of Conv2d+Linear at 224x224, 1000 classes (int)
+# params        parameters at 1000 classes (int)
+# latency_ms    batch-1 inference latency, milliseconds; latency_source says how it was obtained
+# epochs        proxy epochs completed
+# seconds       wall time of the whole trial (training, evaluation, latency), seconds
+# train_seconds wall time of proxy training alone, seconds
+# images_per_second  proxy training throughput
+# error         reason of a failure ("" otherwise)
+# arch          the architecture JSON (space's file format), one line
+# number        the Optuna trial number ("" for references)
+# finished_at   ISO-8601 UTC time the row was written
+TRIAL_COLUMNS = ("trial_id", "kind", "name", "status", "top1", "loss", "flops", "params",
+                 "latency_ms", "latency_source", "epochs", "seconds", "train_seconds",
+                 "images_per_second", "error", "arch", "number", "finished_at")
+CURVE_COLUMNS = ("trial_id", "epoch", "top1", "loss", "seconds")
+# finished: trained all epochs; early_stopped: stopped by the scheduler (ASHA) with a top1 from
+# fewer epochs; failed: raised, NaN/inf loss, out of memory (see error).
+STATUSES = ("finished", "early_stopped", "failed")
+KINDS = ("candidate", "reference")
+
+_INT = {"flops", "params", "epochs", "number", "epoch"}
+_FLOAT = {"top1", "loss", "latency_ms", "seconds", "train_seconds", "images_per_second"}
+
+
+class RunFolderError(UserError):
+    """A folder that is not a GhostNAS run, or a run file that cannot be read."""
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    """Replace ``path`` with ``text`` so that readers see the old or the new file, never a mix."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _to_csv(columns: tuple[str, ...], rows: list[dict[str, Any]]) -> str:
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=columns, extrasaction="raise", lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({c: _cell(row.get(c)) for c in columns})
+    return buf.getvalue()
+
+
+def _cell(value: Any) -> Any:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return ""
+    if isinstance(value, float):
+        return repr(value)  # round-trips exactly
+    return value
+
+
+def _parse(column: str, text: str) -> Any:
+    if text == "":
+        return None
+    if column in _INT:
+        return int(text)
+    if column in _FLOAT:
+        return float(text)
+    return text
+
+
+class RunFolder:
+    """Paths and atomic readers/writers of one run folder."""
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        self.path = Path(path)
+        self.meta_path = self.path / "run.json"
+        self.trials_path = self.path / "trials.csv"
+        self.curves_path = self.path / "curves.csv"
+        self.study_path = self.path / "study.db"
+        self.pareto_path = self.path / "pareto.csv"
+        self.report_path = self.path / "report.html"
+
+    @property
+    def storage_url(self) -> str:
+        return f"sqlite:///{self.study_path.resolve()}"
+
+    def exists(self) -> bool:
+        return self.meta_path.is_file()
+
+    def require(self) -> RunFolder:
+        """Raise a one-line error unless this is a run folder."""
+        if not self.path.is_dir():
+            raise RunFolderError(f"run folder {str(self.path)!r} does not exist")
+        if not self.meta_path.is_file():
+            raise RunFolderError(
+                f"{str(self.path)!r} is not a GhostNAS run folder (no run.json); pass the --out "
+                "folder of a 'python -m search run'")
+        return self
+
+    # -- run.json ------------------------------------------------------------------------
+
+    def read_meta(self) -> dict[str, Any]:
+        self.require()
+        try:
+            meta = json.loads(self.meta_path.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise RunFolderError(f"{self.meta_path}: not valid JSON ({exc})") from None
+        if not isinstance(meta, dict):
+            raise RunFolderError(f"{self.meta_path}: expected a JSON object")
+        return meta
+
+    def write_meta(self, meta: dict[str, Any]) -> None:
+        self.path.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(self.meta_path, json.dumps(meta, indent=1, sort_keys=True) + "\n")
+
+    # -- tables ----------------------------------------------------------------------------
+
+    def read_trials(self) -> list[dict[str, Any]]:
+        return self._read(self.trials_path, TRIAL_COLUMNS)
+
+    def write_trials(self, rows: list[dict[str, Any]]) -> None:
+        atomic_write_text(self.trials_path, _to_csv(TRIAL_COLUMNS, rows))
+
+    def read_curves(self) -> list[dict[str, Any]]:
+        return self._read(self.curves_path, CURVE_COLUMNS)
+
+    def write_curves(self, rows: list[dict[str, Any]]) -> None:
+        atomic_write_text(self.curves_path, _to_csv(CURVE_COLUMNS, rows))
+
+    def _read(self, path: Path, columns: tuple[str, ...]) -> list[dict[str, Any]]:
+        if not path.is_file():
+            return []
+        with open(path, encoding="utf-8", newline="") as fh:
+            reader = csv.DictReader(fh)
+            if reader.fieldnames is None:
+                return []
+            missing = [c for c in columns if c not in reader.fieldnames]
+            if missing:
+                raise RunFolderError(f"{path}: missing column {missing[0]!r}; is this a GhostNAS run?")
+            try:
+                return [{c: _parse(c, row[c]) for c in columns} for row in reader]
+            except (ValueError, TypeError) as exc:
+                raise RunFolderError(f"{path}: malformed row ({exc})") from None
