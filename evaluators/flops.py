@@ -176,3 +176,90 @@ def thop_cost(model, *, resolution: int = DEFAULT_RESOLUTION) -> Cost:
     with torch.no_grad():
         macs, params = profile(model, inputs=(x,), custom_ops=zero, verbose=False)
     return Cost(int(macs), int(params))
+
+
+class FlopsRange(NamedTuple):
+    """Exact extremes of a search space's FLOPs, with an architecture attaining each."""
+
+    min_flops: int
+    max_flops: int
+    cheapest: Architecture
+    dearest: Architecture
+
+
+def flops_range(space, *, resolution: int = DEFAULT_RESOLUTION) -> FlopsRange:
+    """Exact (min, max) FLOPs over every architecture of ``space`` (a SearchSpace).
+
+    Dynamic programming over stages: given a stage's input and output channels, its blocks'
+    costs are independent, so each block position takes its cheapest (dearest) choice; the
+    stage's output choice couples it to the next stage, hence the DP over output choices. The
+    last block also pays the final 1x1 conv and the head, whose size follows its #exp.
+    """
+    best = {}
+    for sign in (1, -1):  # 1: minimise, -1: maximise
+        per_width = [_range_for_width(space, w, sign, resolution) for w in space.width]
+        best[sign] = min(per_width, key=lambda t: sign * t[0])
+    (lo, lo_params), (hi, hi_params) = best[1], best[-1]
+    cheapest, dearest = space.decode(lo_params), space.decode(hi_params)
+    assert count(cheapest, resolution=resolution).flops == lo
+    assert count(dearest, resolution=resolution).flops == hi
+    return FlopsRange(lo, hi, cheapest, dearest)
+
+
+def _range_for_width(space, width: float, sign: int, resolution: int) -> tuple[int, dict]:
+    def ch(base: int) -> int:
+        return make_divisible(base * width, CHANNEL_DIVISOR)
+
+    def better(a, b):
+        return b if a is None or sign * b[0] < sign * a[0] else a
+
+    stem = ch(space.stem)
+    size = _out(resolution, 3, 2)
+    last_stage = len(space.stages) - 1
+    # DP state: previous stage's output choice -> (FLOPs so far, flat parameters)
+    states: dict[int | None, tuple[int, dict]] = {
+        None: (_conv(3, stem, 3, size)[0], {"width": width})}
+    for i, st in enumerate(space.stages):
+        size_out = _out(size, 3, st.stride)  # the same for every odd k
+        new_states: dict[int | None, tuple[int, dict]] = {}
+        for out in st.out:
+            best_option = None
+            for prev, (acc, params) in states.items():
+                cin = stem if prev is None else ch(prev)
+                for k in st.k:
+                    # Per position, the best choice alone (plain) and, in the last stage, the
+                    # best choice when this position is the last block (tail added).
+                    plain, tail = [], []
+                    for j in range(max(st.depth)):
+                        b = st.blocks[j]
+                        args = (cin, st.stride, size) if j == 0 else (ch(out), 1, size_out)
+                        best_plain = best_tail = None
+                        for exp in b.exp:
+                            t = _tail(ch(out), ch(exp), space, size_out) if i == last_stage else 0
+                            for se in b.se:
+                                for s in b.s:
+                                    for d in b.d:
+                                        f = _ghost_bottleneck(args[0], ch(exp), ch(out), k, s, d,
+                                                              args[1], se, args[2])[0]
+                                        best_plain = better(best_plain, (f, exp, se, s, d))
+                                        best_tail = better(best_tail, (f + t, exp, se, s, d))
+                        plain.append(best_plain)
+                        tail.append(best_tail)
+                    for depth in st.depth:
+                        picks = plain[:depth - 1] + [tail[depth - 1] if i == last_stage
+                                                     else plain[depth - 1]]
+                        p = dict(params)
+                        p.update({f"s{i}.out": out, f"s{i}.depth": depth, f"s{i}.k": k})
+                        for j, (_, exp, se, s, d) in enumerate(picks):
+                            p.update({f"s{i}.b{j}.exp": exp, f"s{i}.b{j}.se": se,
+                                      f"s{i}.b{j}.s": s, f"s{i}.b{j}.d": d})
+                        best_option = better(best_option, (acc + sum(x[0] for x in picks), p))
+            new_states[out] = best_option
+        states = new_states
+        size = size_out
+    return min(states.values(), key=lambda t: sign * t[0])
+
+
+def _tail(cout: int, final: int, space, size: int) -> int:
+    """Final 1x1 conv (last block's output -> its #exp) plus the head, in MACs."""
+    return _conv(cout, final, 1, size)[0] + _head(final, space.head, space.num_classes)[0]
