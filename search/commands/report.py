@@ -1,0 +1,37 @@
+"""``python -m search report RUN_DIR``: write the run's HTML report and pareto.csv."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("run_dir", metavar="RUN_DIR", help="the run folder (--out of 'search run')")
+    p.add_argument("--out", metavar="FILE", default=None,
+                   help="where to write the HTML report (default: RUN_DIR/report.html); "
+                        "pareto.csv goes to RUN_DIR (skipped if --out is given and RUN_DIR "
+                        "is read-only)")
+
+
+def run(args: argparse.Namespace) -> int:
+    import math
+
+    from evaluators.budget import format_flops
+    from results import load_run, pareto_table, write_report
+
+    data = load_run(args.run_dir)  # one snapshot for the file and the table printed
+    path = write_report(data, out=args.out)
+    table = pareto_table(data)
+    front = table[table["pareto_flops"]]
+    print(f"report: {path}")
+    if front.empty:
+        print("Pareto set (top1/FLOPs): empty, no candidate has finished yet")
+        return 0
+    print(f"Pareto set (top1/FLOPs), {len(front)} of {int((data.trials['kind'] == 'candidate').sum())}"
+          " candidates; export one with 'python -m search export RUN_DIR --trial ID --out FILE':")
+    print(f"{'trial':<14}{'top1 %':>8}{'FLOPs':>9}{'params':>9}{'lat ms':>8}  stage table")
+    for r in front.itertuples(index=False):
+        lat = f"{r.latency_ms:.2f}" if math.isfinite(r.latency_ms) else "-"
+        print(f"{r.trial_id:<14}{r.top1:>8.2f}{format_flops(int(r.flops)):>9}"
+              f"{format_flops(int(r.params)):>9}{lat:>8}  {r.describe}")
+    return 0

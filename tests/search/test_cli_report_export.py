@@ -1,0 +1,131 @@
+"""``python -m search report`` and ``export``: output, files, and one-line errors (exit 2)."""
+
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from search.cli import main
+from search.runfolder import RunFolder
+from space import load_architecture
+from tests.results._runs import make_run
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    path = tmp_path_factory.mktemp("run")
+    make_run(path, n=10, failed=2)
+    return path
+
+
+@pytest.fixture(scope="module")
+def rows(run_dir):
+    return RunFolder(run_dir).read_trials()
+
+
+def one_line_error(capsys, argv, *match):
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("error: ") and "Traceback" not in err, err
+    for m in match:
+        assert m in err, (m, err)
+    return err
+
+
+def test_report_prints_path_and_pareto_table(run_dir, tmp_path, capsys):
+    out = tmp_path / "report.html"
+    assert main(["report", str(run_dir), "--out", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert text.splitlines()[0] == f"report: {out}" and out.stat().st_size > 1_000_000
+    assert "Pareto set (top1/FLOPs)" in text and "stage table" in text
+    with open(run_dir / "pareto.csv", newline="") as fh:
+        front_ids = [r["trial_id"] for r in csv.DictReader(fh) if r["pareto_flops"] == "True"]
+    assert front_ids
+    for tid in front_ids:
+        assert f"\n{tid} " in text
+
+
+def test_report_default_path(run_dir, capsys):
+    assert main(["report", str(run_dir)]) == 0
+    assert f"report: {run_dir / 'report.html'}" in capsys.readouterr().out
+
+
+def test_report_of_a_folder_that_is_not_a_run(tmp_path, capsys):
+    one_line_error(capsys, ["report", str(tmp_path)], "not a GhostNAS run folder")
+    one_line_error(capsys, ["report", str(tmp_path / "nope")], "does not exist")
+
+
+def test_export_best_prints_json_that_show_reads(run_dir, tmp_path, capsys):
+    out = tmp_path / "best.json"
+    assert main(["export", str(run_dir), "--best", "--max-flops", "300MFLOPs",
+                 "--out", str(out)]) == 0
+    captured = capsys.readouterr()
+    printed = json.loads(captured.out)
+    assert printed == json.loads(out.read_text())
+    assert printed["provenance"]["flops"] <= 300_000_000
+    assert "python -m search show" in captured.err
+    assert main(["show", str(out)]) == 0
+    assert f"{printed['provenance']['flops']:,} FLOPs" in capsys.readouterr().out
+
+
+def test_export_trial(run_dir, rows, tmp_path, capsys):
+    tid = next(r["trial_id"] for r in rows if r["status"] == "finished")
+    out = tmp_path / f"{tid}.json"
+    assert main(["export", str(run_dir), "--trial", tid, "--out", str(out)]) == 0
+    capsys.readouterr()
+    assert load_architecture(out)[1]["trial_id"] == tid
+    one_line_error(capsys, ["export", str(run_dir), "--trial", tid, "--out", str(out)],
+                   "already exists", "--force")
+    assert main(["export", str(run_dir), "--trial", tid, "--out", str(out), "--force"]) == 0
+
+
+def test_export_errors(run_dir, rows, tmp_path, capsys):
+    out = str(tmp_path / "x.json")
+    failed = next(r["trial_id"] for r in rows if r["status"] == "failed")
+    one_line_error(capsys, ["export", str(tmp_path), "--best", "--out", out],
+                   "not a GhostNAS run folder")
+    one_line_error(capsys, ["export", str(run_dir), "--trial", "c0999", "--out", out],
+                   "unknown trial id 'c0999'", "c0001, c0002")
+    one_line_error(capsys, ["export", str(run_dir), "--trial", failed, "--out", out],
+                   f"trial '{failed}' failed")
+    one_line_error(capsys, ["export", str(run_dir), "--trial", "ref-mobilenetv3_small_100",
+                            "--out", out], "registered name", "mobilenetv3_small_100")
+    one_line_error(capsys, ["export", str(run_dir), "--best", "--max-flops", "1k", "--out", out],
+                   "no finished candidate within --max-flops", "smallest")
+    one_line_error(capsys, ["export", str(run_dir), "--best", "--max-flops", "lots", "--out",
+                            out], "--max-flops: cannot read 'lots'")
+    one_line_error(capsys, ["export", str(run_dir), "--best", "--max-latency", "soon", "--out",
+                            out], "--max-latency: cannot read 'soon'")
+    one_line_error(capsys, ["export", str(run_dir), "--trial", "c0002", "--max-flops", "1G",
+                            "--out", out], "--best")
+    assert not Path(out).exists()
+
+
+def test_export_usage_errors(run_dir, tmp_path, capsys):
+    for argv in (["export", str(run_dir), "--out", "x.json"],
+                 ["export", str(run_dir), "--best", "--trial", "c0001", "--out", "x.json"],
+                 ["export", str(run_dir), "--best"]):
+        with pytest.raises(SystemExit) as exc:
+            main(argv)
+        assert exc.value.code == 2
+        assert capsys.readouterr().err.count("\n") == 1
+
+
+def test_module_entry_point_end_to_end(run_dir, tmp_path):
+    out = tmp_path / "b.json"
+    ok = subprocess.run([sys.executable, "-m", "search", "export", str(run_dir), "--best",
+                         "--out", str(out)], cwd=ROOT, capture_output=True, text=True,
+                        timeout=120)
+    assert ok.returncode == 0, ok.stderr
+    assert json.loads(ok.stdout)["provenance"]["run"] == str(run_dir.resolve())
+    bad = subprocess.run([sys.executable, "-m", "search", "export", str(run_dir), "--trial",
+                          "nope", "--out", str(tmp_path / "c.json")], cwd=ROOT,
+                         capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "Traceback" not in bad.stderr
