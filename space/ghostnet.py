@@ -9,6 +9,7 @@ everywhere and the paper's table, the parameter count equals the official one ex
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 from dataclasses import dataclass
@@ -153,6 +154,24 @@ class Architecture:
     def plan(self) -> tuple[int, tuple[BlockPlan, ...], int]:
         """(stem channels, resolved blocks, final-conv channels): the one place channels are set."""
         return _plan(self)
+
+    def canonical(self) -> Architecture:
+        """The same network with every *unused* ``k`` set to 3: the key for "same architecture".
+
+        ``k`` only acts in a block with a strided depthwise conv or a conv shortcut; two tables
+        that differ only in an unused ``k`` build identical networks (same weights, FLOPs and
+        latency), so caches and de-duplication key on this value.
+        """
+        plans = self.plan()[1]
+        stages, it = [], iter(plans)
+        for stage in self.stages:
+            blocks = []
+            for b in stage:
+                p = next(it)
+                used = p.stride > 1 or p.cin != p.cout
+                blocks.append(b if used or b.k == 3 else dataclasses.replace(b, k=3))
+            stages.append(tuple(blocks))
+        return dataclasses.replace(self, stages=tuple(stages))
 
     def describe(self) -> str:
         """One line: width, then per stage ``out x depth`` with the s/d/SE mix, e.g. for hovers."""

@@ -129,3 +129,18 @@ def test_mixed_s_and_d_network_runs():
     arch = Architecture(stages=stages, width=0.75, num_classes=10)
     y = arch.build()(torch.randn(2, 3, 32, 32))
     assert y.shape == (2, 10)
+
+
+def test_canonical_only_changes_unused_kernels():
+    from evaluators.flops import count
+
+    arch = ghostnet_arch(1.0)
+    canon = arch.canonical()
+    assert canon != arch  # stage 5's stride-1 blocks carry k=5 that nothing uses
+    assert canon.canonical() == canon
+    assert count(canon) == count(arch)
+    # same network: identical state-dict shapes
+    a, b = arch.build().state_dict(), canon.build().state_dict()
+    assert {k: v.shape for k, v in a.items()} == {k: v.shape for k, v in b.items()}
+    # a used k (stride-2 first block of stage 2) is kept
+    assert canon.stages[2][0].k == 5
