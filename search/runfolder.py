@@ -6,7 +6,7 @@ Layout of ``--out DIR``::
                   counters (candidates rejected over budget, duplicates reused)
     trials.csv    one row per finished/failed trial and per reference model (TRIAL_COLUMNS)
     curves.csv    one row per trial and epoch (CURVE_COLUMNS)
-    study.db      the Optuna study (SQLite; ``optuna-dashboard sqlite:///DIR/study.db``)
+    study.journal the Optuna study (JournalStorage; ``optuna-dashboard DIR/study.journal``)
     pareto.csv    the Pareto set (written by ``results``)
     report.html   the Plotly report (written by ``results``)
 
@@ -65,11 +65,21 @@ class RunFolderError(UserError):
     """A folder that is not a GhostNAS run, or a run file that cannot be read."""
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+_FILE_MODE = 0o666 & ~_umask()  # what open() would have given; mkstemp alone gives 0600
+
+
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     """Replace ``path`` with ``text`` so that readers see the old or the new file, never a mix."""
     path = Path(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.fchmod(fd, _FILE_MODE)
         with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:
             fh.write(text)
             fh.flush()
@@ -115,13 +125,9 @@ class RunFolder:
         self.meta_path = self.path / "run.json"
         self.trials_path = self.path / "trials.csv"
         self.curves_path = self.path / "curves.csv"
-        self.study_path = self.path / "study.db"
+        self.study_path = self.path / "study.journal"
         self.pareto_path = self.path / "pareto.csv"
         self.report_path = self.path / "report.html"
-
-    @property
-    def storage_url(self) -> str:
-        return f"sqlite:///{self.study_path.resolve()}"
 
     def exists(self) -> bool:
         return self.meta_path.is_file()

@@ -1,0 +1,109 @@
+"""The settings of a search run: one frozen value, saved in run.json, checked on resume."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from space import UserError
+
+__all__ = ["RunSettings", "SettingsError", "RESUME_MUST_MATCH"]
+
+
+class SettingsError(UserError):
+    pass
+
+
+@dataclass(frozen=True)
+class RunSettings:
+    budget_flops: int  # MACs at 224x224; candidates above it are never trained
+    trials: int = 12  # candidates to train (duplicates and over-budget proposals do not count)
+    epochs: int | None = None  # proxy epochs; None: the dataset's preset (evaluators/proxy.py)
+    dataset: str = "digits"
+    data_dir: str | None = None
+    max_train: int | None = None  # seeded stratified subset of the training split
+    sampler: str = "nsga2"
+    seed: int = 0
+    objectives: tuple[str, ...] = ("top1", "flops")
+    latency_budget_ms: float | None = None
+    latency_table: str | None = None  # predict latency from this table instead of measuring
+    measure_latency: bool = True  # measure latency after the search, on an idle machine
+    cpus_per_trial: float = 1.0
+    gpus_per_trial: float = 0.0
+    max_concurrent: int | None = None  # None: as many as the resources allow
+    address: str | None = None  # an existing Ray cluster
+    scheduler: str = "asha"
+    references: bool = True
+    space_file: str | None = None
+    space_sha256: str | None = None  # of the space file, so a resume cannot change the space
+
+    def __post_init__(self) -> None:
+        def positive_int(name: str, value: Any, *, allow_none: bool = False) -> None:
+            if value is None and allow_none:
+                return
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise SettingsError(f"--{name.replace('_', '-')}: got {value!r}, expected a "
+                                    "positive integer")
+
+        positive_int("trials", self.trials)
+        positive_int("epochs", self.epochs, allow_none=True)
+        positive_int("max_train", self.max_train, allow_none=True)
+        positive_int("max_concurrent", self.max_concurrent, allow_none=True)
+        if not (math.isfinite(self.cpus_per_trial) and self.cpus_per_trial > 0):
+            raise SettingsError(f"--cpus-per-trial: got {self.cpus_per_trial!r}, expected a "
+                                "number > 0 (fractions allowed, e.g. 0.5)")
+        if not (math.isfinite(self.gpus_per_trial) and 0 <= self.gpus_per_trial):
+            raise SettingsError(f"--gpus-per-trial: got {self.gpus_per_trial!r}, expected a "
+                                "number >= 0 (fractions such as 0.25 share a GPU)")
+        if self.gpus_per_trial > 1 and self.gpus_per_trial != int(self.gpus_per_trial):
+            raise SettingsError(f"--gpus-per-trial: got {self.gpus_per_trial!r}; above 1 it "
+                                "must be a whole number")
+        if "latency" in self.objectives and self.latency_table is None:
+            raise SettingsError(
+                "--objectives with latency needs --latency-table FILE: the sampler must know a "
+                "candidate's latency when it finishes, and measuring next to running trials is "
+                "not honest; build a table with: python -m search latency-table --out FILE")
+
+    def to_dict(self) -> dict[str, Any]:
+        data = dataclasses.asdict(self)
+        data["objectives"] = list(self.objectives)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> RunSettings:
+        fields = {f.name for f in dataclasses.fields(cls)}
+        kwargs = {k: v for k, v in data.items() if k in fields}
+        kwargs["objectives"] = tuple(kwargs.get("objectives", ("top1", "flops")))
+        return cls(**kwargs)
+
+    def resumable_from(self, old: RunSettings) -> None:
+        """Raise a one-line error if ``old`` (from run.json) cannot be continued as ``self``."""
+        for name in RESUME_MUST_MATCH:
+            mine, theirs = getattr(self, name), getattr(old, name)
+            if mine != theirs:
+                flag = "--" + name.replace("_", "-")
+                raise SettingsError(
+                    f"this run folder was started with {flag} {_show(theirs)} (now "
+                    f"{_show(mine)}); continue it with the same setting, or pass a new --out")
+
+
+# Settings that change what a trial's result means; the others (trials, resources, cluster,
+# scheduler, latency measurement) may change between a run and its resumption.
+RESUME_MUST_MATCH = ("budget_flops", "epochs", "dataset", "data_dir", "max_train", "sampler",
+                     "seed", "objectives", "latency_budget_ms", "latency_table", "space_sha256")
+
+
+def _show(value: Any) -> str:
+    if isinstance(value, tuple):
+        return ",".join(value)
+    return "(default)" if value is None else str(value)
+
+
+def file_sha256(path: str | None) -> str | None:
+    if path is None:
+        return None
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()

@@ -1,0 +1,520 @@
+"""A search run: Ray Tune trials of proxy training, candidates chosen by an Optuna sampler.
+
+The driver owns everything stateful: the Optuna study (ask/tell through
+:class:`search.candidates.CandidateSource`), the run folder (rows written as each trial
+finishes) and the progress display. Ray Tune places trials on CPUs/GPUs (fractional GPUs
+allowed, any Ray cluster via ``--address``), restarts a trial whose node died
+(``FailureConfig``), and stops poor trials early with ASHA on proxy top-1. Trials only train and
+report; they write nothing, so a cluster needs no shared storage for results.
+
+Latency is measured after the last trial, on an idle machine (never next to a training trial),
+or predicted from a latency table (``--latency-table``) when the search needs it earlier.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import sys
+import time
+import traceback
+import warnings
+from collections.abc import Callable
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from evaluators.budget import format_flops
+from evaluators.flops import count, flops_range
+from search.runfolder import RunFolder
+from search.settings import RunSettings, SettingsError
+from space import UserError, architecture_from_dict, create_architecture, list_models
+
+__all__ = ["run_search", "REFERENCES", "FAULT_ENV"]
+
+REFERENCES = tuple(list_models())  # GhostNet 0.5x/1.0x/1.3x, MobileNetV3-L/S
+STUDY_NAME = "ghostnas"
+# Fault injection for tests and drills: "c0003=raise,c0005=nan" makes those trials raise or
+# train with a diverging learning rate (a real NaN through the real trainer).
+FAULT_ENV = "GHOSTNAS_INJECT_FAULT"
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def _faults() -> dict[str, str]:
+    spec = os.environ.get(FAULT_ENV, "").strip()
+    out = {}
+    for item in filter(None, (s.strip() for s in spec.split(","))):
+        trial_id, _, kind = item.partition("=")
+        out[trial_id] = kind or "raise"
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# The trial (runs in a Ray worker)
+
+
+def proxy_trial(config: dict[str, Any], data: Any = None) -> None:
+    """Train one architecture with the proxy and report after every epoch."""
+    from ray import tune
+
+    from evaluators.proxy import ProxyConfig, train_proxy
+
+    proxy = ProxyConfig(**config["proxy"])
+    if config.get("fault") == "nan":
+        proxy = dataclasses.replace(proxy, lr=1e30)
+    n_train = int(data.train_x.shape[0])
+    base = {"status": "running", "error": ""}
+
+    def report(epoch) -> None:
+        done = epoch.epoch >= proxy.epochs
+        tune.report({**base, "epoch": epoch.epoch, "top1": epoch.top1, "loss": epoch.loss,
+                     "train_seconds": epoch.seconds,
+                     "images_per_second": epoch.epoch * n_train / max(epoch.seconds, 1e-9),
+                     "status": "finished" if done else "running"})
+
+    try:
+        if config.get("fault") == "raise":
+            raise RuntimeError(f"fault injected by {FAULT_ENV}")
+        arch = architecture_from_dict(config["arch"])
+        result = train_proxy(arch, data, proxy, report=report)
+        if result.status == "failed":
+            error = result.error
+        else:
+            return
+    except Exception as exc:  # recorded as a failed trial; the search goes on
+        traceback.print_exc(file=sys.stderr)
+        error = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc) else ''}"
+        result = None
+    tune.report({**base, "status": "failed", "error": error[:500], "top1": 0.0,
+                 "epoch": (result.epochs if result else 0) + 1, "loss": float("nan"),
+                 "train_seconds": result.train_seconds if result else 0.0,
+                 "images_per_second": result.images_per_second if result else 0.0})
+
+
+# ---------------------------------------------------------------------------------------------
+# Ray adapters (built lazily: importing Ray costs seconds)
+
+
+def _ray_classes():
+    from ray.tune import Callback
+    from ray.tune.schedulers import AsyncHyperBandScheduler, TrialScheduler
+    from ray.tune.search import Searcher
+
+    class GhostSearcher(Searcher):
+        """References first, then candidates from the CandidateSource (ask/tell)."""
+
+        def __init__(self, run: _Run) -> None:
+            super().__init__(metric="top1", mode="max")
+            self.run = run
+
+        def suggest(self, trial_id: str) -> dict | None:
+            config = self.run.next_config()
+            if config is None:
+                return Searcher.FINISHED
+            self.run.live[trial_id] = config
+            return config
+
+        def on_trial_complete(self, trial_id: str, result: dict | None = None,
+                              error: bool = False) -> None:
+            self.run.on_complete(trial_id, result, error)
+
+    class ReferenceSafeASHA(AsyncHyperBandScheduler):
+        """ASHA on proxy top-1 for candidates; reference models always run to the end."""
+
+        def on_trial_result(self, tune_controller, trial, result):
+            if trial.config.get("kind") == "reference":
+                return TrialScheduler.CONTINUE
+            return super().on_trial_result(tune_controller, trial, result)
+
+    class Recorder(Callback):
+        def __init__(self, run: _Run) -> None:
+            self.run = run
+
+        def on_trial_result(self, iteration, trials, trial, result, **info):
+            self.run.on_epoch(trial.config, result)
+
+        def on_trial_error(self, iteration, trials, trial, **info):
+            err = trial.get_error()
+            text = str(err).strip().splitlines() if err else []
+            self.run.errors[trial.trial_id] = text[-1] if text else "trial failed in Ray"
+
+    return GhostSearcher, ReferenceSafeASHA, Recorder
+
+
+# ---------------------------------------------------------------------------------------------
+# The run (driver)
+
+
+class _Run:
+    """State of one run in the driver: rows, counters, the candidate source, progress."""
+
+    def __init__(self, settings: RunSettings, folder: RunFolder, *, source, proxy: dict,
+                 predict_latency, latency_source: str, log: Callable[[str], None]) -> None:
+        self.settings = settings
+        self.folder = folder
+        self.source = source
+        self.proxy = proxy
+        self.predict_latency = predict_latency
+        self.latency_source = latency_source
+        self.log = log
+        self.rows = folder.read_trials()
+        self.curves = folder.read_curves()
+        self.live: dict[str, dict] = {}
+        self.errors: dict[str, str] = {}
+        self.faults = _faults()
+        done_refs = {r["name"] for r in self.rows if r["kind"] == "reference"}
+        self.refs = [n for n in REFERENCES if n not in done_refs] if settings.references else []
+        self.total_refs = len(REFERENCES) if settings.references else 0
+        self.dispatched = 0
+        self.started = time.time()
+        for r in self.rows:  # results of an earlier (killed) run of this folder
+            if r["kind"] == "candidate" or r["name"] in REFERENCES:
+                arch = architecture_from_dict(json.loads(r["arch"]))
+                if hasattr(arch, "canonical"):
+                    self.source.remember(arch, top1=r["top1"] if r["status"] != "failed"
+                                         else None, flops=r["flops"], latency_ms=r["latency_ms"])
+
+    # -- counts ---------------------------------------------------------------------------
+
+    @property
+    def candidates_done(self) -> int:
+        return sum(r["kind"] == "candidate" for r in self.rows)
+
+    @property
+    def candidates_todo(self) -> int:
+        return max(0, self.settings.trials - self.candidates_done)
+
+    # -- dispatch ---------------------------------------------------------------------------
+
+    def next_config(self) -> dict | None:
+        if self.refs:
+            name = self.refs.pop(0)
+            arch = create_architecture(name)
+            if hasattr(arch, "canonical"):
+                self.source.reserve(arch)
+            return self._config(f"ref-{name}", "reference", name, arch, None, None)
+        if self.dispatched >= self.candidates_todo:
+            return None
+        cand = self.source.next()
+        if cand is None:
+            self.log(f"stopping early: {self.source.exhausted_reason}")
+            return None
+        self.dispatched += 1
+        self.write_meta()
+        return self._config(cand.trial_id, "candidate", "", cand.arch, cand.number,
+                            cand.latency_ms)
+
+    def _config(self, trial_id, kind, name, arch, number, latency_ms) -> dict:
+        cost = count(arch)
+        return {"trial_id": trial_id, "kind": kind, "name": name, "arch": arch.to_dict(),
+                "flops": cost.flops, "params": cost.params, "number": number,
+                "latency_ms": latency_ms, "proxy": self.proxy,
+                "fault": self.faults.get(trial_id)}
+
+    # -- results ------------------------------------------------------------------------------
+
+    def on_epoch(self, config: dict, result: dict) -> None:
+        if result.get("status") == "failed":
+            return
+        self.curves.append({"trial_id": config["trial_id"], "epoch": int(result["epoch"]),
+                            "top1": result["top1"], "loss": result["loss"],
+                            "seconds": result["train_seconds"]})
+        self.folder.write_curves(self.curves)
+
+    def on_complete(self, ray_id: str, result: dict | None, error: bool) -> None:
+        config = self.live.pop(ray_id)
+        result = result or {}
+        status = result.get("status", "failed")
+        reason = result.get("error", "")
+        if error or not result:
+            status = "failed"
+            reason = self.errors.get(ray_id, "") or "the trial's Ray worker failed"
+        elif status == "running":
+            status = "early_stopped"  # the scheduler stopped it after fewer epochs
+        top1 = None if status == "failed" else float(result["top1"])
+        latency = config["latency_ms"]
+        if latency is None and self.predict_latency is not None and status != "failed":
+            latency = self.predict_latency(architecture_from_dict(config["arch"]))
+        arch = architecture_from_dict(config["arch"])
+        if config["kind"] == "candidate":
+            if status == "failed":
+                self.source.fail(config["number"], reason)
+            else:
+                self.source.complete(config["number"], top1=top1, latency_ms=latency)
+        elif hasattr(arch, "canonical"):
+            self.source.remember(arch, top1=top1, flops=config["flops"], latency_ms=latency)
+        loss = result.get("loss")
+        row = {
+            "trial_id": config["trial_id"], "kind": config["kind"], "name": config["name"],
+            "status": status, "top1": top1,
+            "loss": loss if loss is not None and math.isfinite(loss) else None,
+            "flops": config["flops"], "params": config["params"],
+            "latency_ms": latency, "latency_source": self.latency_source if latency else "",
+            "epochs": _epochs_done(result),
+            "seconds": result.get("time_total_s"), "train_seconds": result.get("train_seconds"),
+            "images_per_second": result.get("images_per_second"), "error": reason,
+            "arch": json.dumps(config["arch"], separators=(",", ":")),
+            "number": config["number"], "finished_at": _now(),
+        }
+        self.rows.append(row)
+        self.folder.write_trials(self.rows)
+        self.write_meta()
+        self._progress(row)
+
+    def _progress(self, row: dict) -> None:
+        refs = sum(r["kind"] == "reference" for r in self.rows)
+        what = row["name"] if row["kind"] == "reference" else row["trial_id"]
+        if row["status"] == "failed":
+            figure = f"FAILED: {row['error']}"
+        else:
+            figure = (f"top1 {row['top1']:5.1f}%  {format_flops(row['flops']):>7} FLOPs  "
+                      f"{row['params'] / 1e6:5.2f}M params  {row['seconds'] or 0:5.1f}s")
+            if row["status"] == "early_stopped":
+                figure += f"  (stopped by ASHA after {row['epochs']} epochs)"
+        best = self.best_under_budget()
+        best_text = (f"best <= {format_flops(self.settings.budget_flops)}: {best['top1']:.1f}% "
+                     f"({best['trial_id']})" if best else "best: -")
+        self.log(f"[refs {refs}/{self.total_refs} | candidates "
+                 f"{self.candidates_done}/{self.settings.trials}] {what:<22} {figure} | "
+                 f"{best_text} | over budget {self.source.rejected}, reused "
+                 f"{self.source.duplicates} | {time.time() - self.started:.0f}s")
+
+    def best_under_budget(self) -> dict | None:
+        ok = [r for r in self.rows if r["kind"] == "candidate" and r["status"] == "finished"
+              and r["flops"] <= self.settings.budget_flops]
+        return max(ok, key=lambda r: r["top1"]) if ok else None
+
+    def write_meta(self) -> None:
+        meta = self.folder.read_meta()
+        meta["rejected_over_budget"] = meta.get("rejected_base", 0) + self.source.rejected
+        meta["reused_duplicates"] = meta.get("reused_base", 0) + self.source.duplicates
+        meta["fallback_proposals"] = meta.get("fallback_base", 0) + self.source.fallbacks
+        meta["updated_at"] = _now()
+        self.folder.write_meta(meta)
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+def run_search(settings: RunSettings, out_dir: str | os.PathLike, *,
+               log: Callable[[str], None] = print) -> RunFolder:
+    """Run (or continue) a search into ``out_dir``; returns the run folder."""
+    import optuna
+
+    from evaluators.data import load_dataset
+    from evaluators.proxy import proxy_config
+    from search.candidates import CandidateSource, make_sampler
+    from search.settings import file_sha256
+    from space.search_space import load_space
+
+    space = load_space(settings.space_file)
+    if settings.space_file:
+        settings = dataclasses.replace(settings, space_sha256=file_sha256(settings.space_file))
+    rng_ = flops_range(space)
+    if settings.budget_flops < rng_.min_flops:
+        raise SettingsError(
+            f"--budget {format_flops(settings.budget_flops)} FLOPs is below the cheapest "
+            f"architecture of the search space ({rng_.min_flops:,} FLOPs = MACs at 224x224); "
+            "raise the budget or pass a --space file with smaller choices")
+
+    folder = RunFolder(out_dir)
+    resumed = folder.exists()
+    if resumed:
+        old = RunSettings.from_dict(folder.read_meta()["settings"])
+        settings.resumable_from(old)
+    elif folder.path.exists() and any(folder.path.iterdir()):
+        raise SettingsError(f"--out {str(folder.path)!r} exists and is not a GhostNAS run "
+                            "folder; pass an empty or new folder")
+
+    proxy_overrides = {"seed": settings.seed}
+    if settings.epochs is not None:
+        proxy_overrides["epochs"] = settings.epochs
+    proxy = proxy_config(settings.dataset, **proxy_overrides)
+    data = load_dataset(settings.dataset, data_dir=settings.data_dir, seed=settings.seed,
+                        max_train=settings.max_train,
+                        cache_dir=Path(settings.data_dir) / ".ghostnas-cache"
+                        if settings.dataset == "folder" and settings.data_dir else None)
+    predict_latency, latency_source = _latency_predictor(settings)
+
+    folder.path.mkdir(parents=True, exist_ok=True)
+    if resumed:
+        meta = folder.read_meta()
+        meta["rejected_base"] = meta.get("rejected_over_budget", 0)
+        meta["reused_base"] = meta.get("reused_duplicates", 0)
+        meta["fallback_base"] = meta.get("fallback_proposals", 0)
+        meta["settings"]["trials"] = settings.trials
+        meta["resumed_at"] = meta.get("resumed_at", []) + [_now()]
+    else:
+        meta = {"created_at": _now(), "rejected_over_budget": 0, "reused_duplicates": 0}
+    meta.update({
+        "settings": settings.to_dict(), "trials": settings.trials,
+        "budget_flops": settings.budget_flops, "latency_budget_ms": settings.latency_budget_ms,
+        "dataset": settings.dataset, "epochs": proxy.epochs, "sampler": settings.sampler,
+        "scheduler": settings.scheduler, "seed": settings.seed,
+        "objectives": list(settings.objectives), "proxy": proxy.to_dict(),
+        "data": {"train": int(data.train_x.shape[0]), "val": int(data.val_x.shape[0]),
+                 "classes": data.num_classes, "image_side": int(data.train_x.shape[-1])},
+        "flops_convention": "multiply-accumulates of Conv2d+Linear at 224x224, 1000 classes",
+        "space_flops_range": [rng_.min_flops, rng_.max_flops],
+    })
+    folder.write_meta(meta)
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    storage = _storage(folder)
+    directions = [{"top1": "maximize", "flops": "minimize", "latency": "minimize"}[o]
+                  for o in settings.objectives]
+    n_existing = len(optuna.load_study(study_name=STUDY_NAME, storage=storage).trials) \
+        if resumed and _study_exists(storage) else 0
+    sampler = make_sampler(settings.sampler, seed=settings.seed + n_existing,
+                           n_trials=settings.trials)
+    study = optuna.create_study(study_name=STUDY_NAME, storage=storage, directions=directions,
+                                sampler=sampler, load_if_exists=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        study.set_metric_names(list(settings.objectives))
+    source = CandidateSource(space=space, study=study, budget_flops=settings.budget_flops,
+                             objectives=settings.objectives,
+                             latency_budget_ms=settings.latency_budget_ms
+                             if predict_latency else None,
+                             predict_latency=predict_latency, seed=settings.seed + n_existing)
+    abandoned = source.abandon_running("interrupted: the run was killed while it trained")
+    run = _Run(settings, folder, source=source, proxy=proxy.to_dict(),
+               predict_latency=predict_latency, latency_source=latency_source, log=log)
+
+    log(f"GhostNAS {'resuming' if resumed else 'run'} -> {folder.path} | budget "
+        f"{format_flops(settings.budget_flops)} FLOPs (MACs at 224x224) | {settings.dataset}: "
+        f"{data.train_x.shape[0]} train / {data.val_x.shape[0]} held-out images, "
+        f"{data.num_classes} classes, proxy {proxy.epochs} epochs at {proxy.resolution}px | "
+        f"{settings.trials} candidates + {run.total_refs} references | sampler "
+        f"{settings.sampler}, scheduler {settings.scheduler}")
+    if resumed:
+        log(f"  already done: {run.candidates_done} candidates, "
+            f"{run.total_refs - len(run.refs)} references; {abandoned} interrupted trials "
+            "will be proposed again")
+
+    todo = run.candidates_todo + len(run.refs)
+    interrupted = False
+    if todo:
+        interrupted = _tune(run, settings, data, proxy.epochs, todo)
+    if settings.measure_latency and predict_latency is None and not interrupted:
+        _measure_latencies(run)
+    if run.candidates_todo and not interrupted:
+        log(f"note: {run.candidates_done} of {settings.trials} candidates trained "
+            f"({run.source.exhausted_reason or 'see the errors above'})")
+    return folder
+
+
+def _epochs_done(result: dict) -> int:
+    epoch = int(result.get("epoch", 0) or 0)
+    return epoch - 1 if result.get("status") == "failed" else epoch  # a failure reports k+1
+
+
+def _storage(folder: RunFolder):
+    from optuna.storages import JournalStorage
+    from optuna.storages.journal import JournalFileBackend
+
+    return JournalStorage(JournalFileBackend(str(folder.study_path)))
+
+
+def _study_exists(storage) -> bool:
+    return any(s.study_name == STUDY_NAME for s in storage.get_all_studies())
+
+
+def _latency_predictor(settings: RunSettings):
+    if settings.latency_table is None:
+        return None, ""
+    from evaluators.latency import LatencyTable
+
+    table = LatencyTable.load(settings.latency_table)
+    table.check_current(device=table.settings.device)  # refuses a table made elsewhere
+    source = (f"predicted from {Path(settings.latency_table).name} ({table.settings.device_name}, "
+              f"{table.settings.threads} threads, batch {table.settings.batch})")
+    return table.predict, source
+
+
+def _tune(run: _Run, settings: RunSettings, data, epochs: int, todo: int) -> bool:
+    """Run the Ray Tune part; returns True if it was interrupted."""
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # the old reporter is silent at verbose=0
+    os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")  # rows are ours to write
+    os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+    import ray
+    from ray import tune
+
+    GhostSearcher, ReferenceSafeASHA, Recorder = _ray_classes()
+    _init_ray(settings)
+    resources = {"cpu": settings.cpus_per_trial}
+    if settings.gpus_per_trial:
+        resources["gpu"] = settings.gpus_per_trial
+    if settings.gpus_per_trial == 0:
+        run.proxy = {**run.proxy, "device": "cpu"}
+    run.proxy = {**run.proxy, "threads": max(1, int(settings.cpus_per_trial))}
+    trainable = tune.with_resources(tune.with_parameters(proxy_trial, data=data), resources)
+    scheduler = None
+    if settings.scheduler == "asha" and epochs > 1:
+        scheduler = ReferenceSafeASHA(time_attr="epoch", max_t=epochs,
+                                      grace_period=max(1, epochs // 4), reduction_factor=3)
+    tuner = tune.Tuner(
+        trainable,
+        tune_config=tune.TuneConfig(
+            search_alg=GhostSearcher(run), scheduler=scheduler, num_samples=todo,
+            metric="top1", mode="max",
+            max_concurrent_trials=settings.max_concurrent),
+        run_config=tune.RunConfig(
+            name=f"tune-{datetime.now():%Y%m%d-%H%M%S}",
+            storage_path=str((run.folder.path / "ray").resolve()), verbose=0,
+            callbacks=[Recorder(run)],
+            failure_config=tune.FailureConfig(max_failures=2)))
+    try:
+        tuner.fit()
+    except KeyboardInterrupt:
+        return True
+    finally:
+        if settings.address is None:
+            ray.shutdown()
+    return bool(run.live)
+
+
+def _init_ray(settings: RunSettings) -> None:
+    import logging
+
+    import ray
+
+    if ray.is_initialized():
+        return
+    address = settings.address or os.environ.get("RAY_ADDRESS")
+    common = {"log_to_driver": False, "logging_level": logging.ERROR,
+              "configure_logging": True}
+    if address:
+        try:
+            ray.init(address=address, **common)
+        except (ConnectionError, RuntimeError) as exc:
+            raise UserError(f"--address {address}: cannot connect to a Ray cluster there "
+                            f"({str(exc).splitlines()[0]}); start one with 'ray start --head' "
+                            "or leave --address out to run locally") from None
+        return
+    # A private, local cluster: loopback only, no dashboard (Ray has no authentication).
+    ray.init(include_dashboard=False, _node_ip_address="127.0.0.1", **common)
+
+
+def _measure_latencies(run: _Run) -> None:
+    from evaluators.latency import measure_latency
+
+    todo = [r for r in run.rows if r["status"] != "failed" and r["latency_ms"] is None]
+    if not todo:
+        return
+    run.log(f"measuring batch-1 latency at 224x224 of {len(todo)} networks on an idle machine "
+            "(CPU, 1 thread; median of repeats)")
+    for i, row in enumerate(todo, 1):
+        arch = architecture_from_dict(json.loads(row["arch"]))
+        rec = measure_latency(arch, resolution=224, batch=1, device="cpu", threads=1)
+        row["latency_ms"] = rec.latency_ms
+        row["latency_source"] = (f"measured after the search on an idle machine "
+                                 f"({rec.device_name}, {rec.threads} thread, batch {rec.batch})")
+        run.folder.write_trials(run.rows)
+        run.log(f"  [{i}/{len(todo)}] {row['name'] or row['trial_id']:<22} "
+                f"{rec.latency_ms:7.2f} ms (median)")
