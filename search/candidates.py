@@ -136,8 +136,8 @@ class CandidateSource:
         """Mark trials left RUNNING by a killed run as failed; returns how many."""
         n = 0
         for t in self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-            self.study.tell(t.number, state=TrialState.FAIL)
             self.study._storage.set_trial_user_attr(t._trial_id, "ghostnas_note", reason)
+            self.study.tell(t.number, state=TrialState.FAIL)
             n += 1
         return n
 

@@ -36,8 +36,9 @@ __all__ = ["run_search", "REFERENCES", "FAULT_ENV"]
 
 REFERENCES = tuple(list_models())  # GhostNet 0.5x/1.0x/1.3x, MobileNetV3-L/S
 STUDY_NAME = "ghostnas"
-# Fault injection for tests and drills: "c0003=raise,c0005=nan" makes those trials raise or
-# train with a diverging learning rate (a real NaN through the real trainer).
+# Fault injection for tests and drills: "c0003=raise,#2=nan" makes trial c0003 raise and the
+# second candidate dispatched train with a diverging learning rate (a real NaN through the real
+# trainer). Both are recorded as failed trials and the search goes on.
 FAULT_ENV = "GHOSTNAS_INJECT_FAULT"
 
 
@@ -65,8 +66,8 @@ def proxy_trial(config: dict[str, Any], data: Any = None) -> None:
     from evaluators.proxy import ProxyConfig, train_proxy
 
     proxy = ProxyConfig(**config["proxy"])
-    if config.get("fault") == "nan":
-        proxy = dataclasses.replace(proxy, lr=1e30)
+    if config.get("fault") == "nan":  # diverges at the first step: the loss turns inf/NaN
+        proxy = dataclasses.replace(proxy, lr=1e30, warmup_fraction=0.0)
     n_train = int(data.train_x.shape[0])
     base = {"status": "running", "error": ""}
 
@@ -173,11 +174,9 @@ class _Run:
         self.dispatched = 0
         self.started = time.time()
         for r in self.rows:  # results of an earlier (killed) run of this folder
-            if r["kind"] == "candidate" or r["name"] in REFERENCES:
-                arch = architecture_from_dict(json.loads(r["arch"]))
-                if hasattr(arch, "canonical"):
-                    self.source.remember(arch, top1=r["top1"] if r["status"] != "failed"
-                                         else None, flops=r["flops"], latency_ms=r["latency_ms"])
+            arch = architecture_from_dict(json.loads(r["arch"]))
+            self.source.remember(arch, top1=r["top1"] if r["status"] != "failed" else None,
+                                 flops=r["flops"], latency_ms=r["latency_ms"])
 
     # -- counts ---------------------------------------------------------------------------
 
@@ -195,10 +194,10 @@ class _Run:
         if self.refs:
             name = self.refs.pop(0)
             arch = create_architecture(name)
-            if hasattr(arch, "canonical"):
-                self.source.reserve(arch)
+            self.source.reserve(arch)
             return self._config(f"ref-{name}", "reference", name, arch, None, None)
-        if self.dispatched >= self.candidates_todo:
+        running = sum(c["kind"] == "candidate" for c in self.live.values())
+        if self.candidates_done + running >= self.settings.trials:
             return None
         cand = self.source.next()
         if cand is None:
@@ -206,8 +205,10 @@ class _Run:
             return None
         self.dispatched += 1
         self.write_meta()
-        return self._config(cand.trial_id, "candidate", "", cand.arch, cand.number,
-                            cand.latency_ms)
+        config = self._config(cand.trial_id, "candidate", "", cand.arch, cand.number,
+                              cand.latency_ms)
+        config["fault"] = config["fault"] or self.faults.get(f"#{self.dispatched}")
+        return config
 
     def _config(self, trial_id, kind, name, arch, number, latency_ms) -> dict:
         cost = count(arch)
@@ -246,7 +247,7 @@ class _Run:
                 self.source.fail(config["number"], reason)
             else:
                 self.source.complete(config["number"], top1=top1, latency_ms=latency)
-        elif hasattr(arch, "canonical"):
+        else:
             self.source.remember(arch, top1=top1, flops=config["flops"], latency_ms=latency)
         loss = result.get("loss")
         row = {

@@ -108,6 +108,10 @@ class MobileNetV3Arch:
         """(stem, resolved blocks, last-conv channels, head channels)."""
         return _plan(self)
 
+    def canonical(self) -> MobileNetV3Arch:
+        """Every field of a MobileNetV3 table acts on the network: it is its own key."""
+        return self
+
     def describe(self) -> str:
         se = sum(b.se for b in self.blocks)
         return f"MobileNetV3 w{self.width:g} | {len(self.blocks)} blocks, se{se}"

@@ -1,0 +1,87 @@
+"""Candidates: the budget is enforced before dispatch, networks are never trained twice."""
+
+from __future__ import annotations
+
+import optuna
+import pytest
+
+from evaluators.flops import count
+from search.candidates import CandidateSource, make_sampler
+from space import create_architecture
+from space.search_space import SearchSpace, default_space
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+
+def _study(sampler="nsga2", n=40):
+    return optuna.create_study(directions=["maximize", "minimize"],
+                               sampler=make_sampler(sampler, seed=3, n_trials=n))
+
+
+@pytest.mark.parametrize("sampler", ["nsga2", "tpe", "random"])
+def test_no_candidate_above_budget_is_ever_dispatched(sampler):
+    budget = 40_000_000
+    study = _study(sampler)
+    source = CandidateSource(space=default_space(), study=study, budget_flops=budget, seed=0)
+    handed_out = []
+    for i in range(25):
+        cand = source.next()
+        assert cand is not None
+        assert count(cand.arch).flops == cand.flops <= budget
+        handed_out.append(cand.number)
+        source.complete(cand.number, top1=float(i))
+    assert source.rejected > 0  # a 40M budget rejects most of the default space
+    trials = study.get_trials(deepcopy=False)
+    over = [t for t in trials if t.user_attrs["flops"] > budget]
+    assert len(over) == source.rejected
+    for t in over:  # told to the sampler as infeasible, never handed out
+        assert t.number not in handed_out
+        assert t.constraints["flops"] > 0 and t.values[0] == 0.0
+    for t in trials:
+        if t.number in handed_out:
+            assert t.constraints["flops"] <= 0
+
+
+def test_the_same_network_is_never_trained_twice():
+    tiny = SearchSpace.from_dict({
+        "width": [0.5], "stages": [{"out": [16], "depth": [1], "stride": 2, "k": [3, 5],
+                                    "blocks": [{"exp": [32, 48], "se": [False], "s": [2],
+                                                "d": [3]}]}]})
+    assert tiny.size() == 4
+    study = _study("random")
+    source = CandidateSource(space=tiny, study=study, budget_flops=10**12, seed=0)
+    seen = set()
+    while (cand := source.next()) is not None:
+        key = cand.arch.canonical()
+        assert key not in seen
+        seen.add(key)
+        source.complete(cand.number, top1=50.0)
+    assert len(seen) == 4
+    assert source.duplicates > 0
+    assert "exhausted" in source.exhausted_reason
+    # every duplicate proposal was told the known result, none left running
+    assert all(t.state.is_finished() for t in study.get_trials(deepcopy=False))
+
+
+def test_proposal_of_a_running_network_waits_for_its_result():
+    arch = create_architecture("ghostnet_100")
+    study = _study("random")
+    source = CandidateSource(space=default_space(), study=study, budget_flops=10**12)
+    source.reserve(arch)  # the reference is training
+    trial = study.ask()
+    study.enqueue_trial(default_space().encode(arch))
+    assert source._consider(study.ask()) is None and source.duplicates == 1
+    source.remember(arch, top1=77.0, flops=count(arch).flops)
+    twin = study.get_trials(deepcopy=False)[-1]
+    assert twin.state == optuna.trial.TrialState.COMPLETE and twin.values[0] == 77.0
+    study.tell(trial, [1.0, 1.0])
+
+
+def test_failed_candidate_is_told_as_failed():
+    study = _study("random")
+    source = CandidateSource(space=default_space(), study=study, budget_flops=10**12)
+    cand = source.next()
+    source.fail(cand.number, "non-finite loss (nan) at epoch 1, step 3")
+    t = study.trials[cand.number]
+    assert t.state == optuna.trial.TrialState.FAIL
+    assert "nan" in t.user_attrs["ghostnas_error"]

@@ -1,0 +1,144 @@
+"""``python -m search run`` end to end: real Ray Tune trials, real proxy training (tiny)."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+
+from search.runfolder import RunFolder
+
+ROOT = Path(__file__).resolve().parents[2]
+BUDGET = 60_000_000
+TINY = ["--budget", "60MFLOPs", "--epochs", "1", "--max-train", "200", "--no-latency",
+        "--seed", "5"]
+
+pytestmark = pytest.mark.slow
+
+
+def _run(args, *, env=None, timeout=600):
+    full_env = {**os.environ, **(env or {})}
+    return subprocess.run([sys.executable, "-m", "search", "run", *args], cwd=ROOT,
+                          capture_output=True, text=True, timeout=timeout, env=full_env)
+
+
+def _rows(out: Path) -> list[dict]:
+    return RunFolder(out).read_trials()
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("run") / "r"
+    proc = _run([*TINY, "--trials", "4", "--out", str(out)],
+                env={"GHOSTNAS_INJECT_FAULT": "#2=nan"})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return out, proc
+
+
+def test_run_folder_has_table_curves_study_and_report(tiny_run):
+    out, proc = tiny_run
+    rows = _rows(out)
+    cands = [r for r in rows if r["kind"] == "candidate"]
+    refs = [r for r in rows if r["kind"] == "reference"]
+    assert len(cands) == 4
+    assert sorted(r["name"] for r in refs) == sorted(
+        ["ghostnet_050", "ghostnet_100", "ghostnet_130", "mobilenetv3_large_100",
+         "mobilenetv3_small_100"])
+    with open(out / "trials.csv", newline="") as fh:
+        header = next(csv.reader(fh))
+    for column in ("trial_id", "kind", "status", "top1", "flops", "params", "latency_ms",
+                   "seconds", "error", "arch"):
+        assert column in header
+    assert (out / "curves.csv").stat().st_size > 0
+    assert (out / "report.html").stat().st_size > 100_000
+    assert (out / "pareto.csv").exists()
+    study = optuna.load_study(study_name="ghostnas",
+                              storage=optuna.storages.JournalStorage(
+                                  optuna.storages.journal.JournalFileBackend(
+                                      str(out / "study.journal"))))
+    assert len(study.trials) >= 4
+    assert "Pareto set" in proc.stdout and "report.html" in proc.stdout
+
+
+def test_every_dispatched_trial_is_within_budget(tiny_run):
+    out, _ = tiny_run
+    for r in _rows(out):
+        if r["kind"] == "candidate":
+            assert r["flops"] <= BUDGET
+            arch = json.loads(r["arch"])
+            from evaluators.flops import count
+            from space import architecture_from_dict
+
+            assert count(architecture_from_dict(arch)).flops == r["flops"]
+    meta = json.loads((out / "run.json").read_text())
+    assert meta["budget_flops"] == BUDGET
+    assert meta["rejected_over_budget"] >= 0
+
+
+def test_forced_failure_is_recorded_and_the_run_completes(tiny_run):
+    out, _ = tiny_run
+    cands = [r for r in _rows(out) if r["kind"] == "candidate"]
+    failed = [r for r in cands if r["status"] == "failed"]
+    assert len(failed) == 1
+    assert "non-finite loss" in failed[0]["error"]
+    assert failed[0]["top1"] is None
+    assert sum(r["status"] != "failed" for r in cands) == 3
+
+
+def test_no_architecture_trained_twice(tiny_run):
+    out, _ = tiny_run
+    from space import architecture_from_dict
+
+    keys = [architecture_from_dict(json.loads(r["arch"])).canonical()
+            for r in _rows(out)]
+    assert len(keys) == len(set(keys))
+
+
+def test_killed_run_resumes_to_the_requested_total(tmp_path):
+    out = tmp_path / "killed"
+    args = [*TINY, "--trials", "5", "--no-references", "--out", str(out)]
+    proc = subprocess.Popen([sys.executable, "-m", "search", "run", *args], cwd=ROOT,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    deadline = time.time() + 300
+    try:
+        while time.time() < deadline:
+            if out.joinpath("trials.csv").exists() and len(_rows(out)) >= 2:
+                break
+            if proc.poll() is not None:
+                pytest.fail("the run ended before it could be killed")
+            time.sleep(0.2)
+        else:
+            pytest.fail("no trial finished in time")
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)  # the driver and its private Ray cluster
+        proc.wait()
+    before = _rows(out)
+    assert 2 <= len(before) < 5
+
+    resumed = _run(args)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    after = _rows(out)
+    assert len(after) == 5
+    ids = [r["trial_id"] for r in after]
+    assert len(ids) == len(set(ids))
+    assert after[:len(before)] == before  # finished trials kept as they were
+    assert "resuming" in resumed.stdout
+
+
+def test_impossible_budget_fails_fast_before_ray_starts(tmp_path):
+    start = time.time()
+    proc = _run(["--budget", "1MFLOPs", "--out", str(tmp_path / "x")])
+    assert proc.returncode == 2
+    assert "below the cheapest architecture" in proc.stderr and "8,468,286" in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "x").exists()
+    assert time.time() - start < 60
