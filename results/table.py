@@ -40,6 +40,7 @@ __all__ = ["RunData", "load_run", "design_columns", "DESIGN_COLUMNS", "NUMERIC_T
 DESIGN_COLUMNS = ("family", "width", "depth", "n_stages", "se_share", "s_mean", "d_mean",
                   "k5_share", "describe")
 NUMERIC_TRIAL_COLUMNS = ("top1", "loss", "flops", "params", "latency_ms", "epochs", "seconds",
+                         "proxy_seconds",
                          "train_seconds", "images_per_second", "number")
 _NUMERIC_DESIGN = ("width", "depth", "n_stages", "se_share", "s_mean", "d_mean", "k5_share")
 _NUMERIC_CURVES = ("epoch", "top1", "loss", "seconds")

@@ -41,7 +41,8 @@ __all__ = ["TRIAL_COLUMNS", "CURVE_COLUMNS", "STATUSES", "KINDS", "RunFolder", "
 # params        parameters at 1000 classes (int)
 # latency_ms    batch-1 inference latency, milliseconds; latency_source says how it was obtained
 # epochs        proxy epochs completed
-# seconds       wall time of the whole trial (training, evaluation, latency), seconds
+# seconds       wall time of the whole trial as the driver saw it, from dispatch to result
+# proxy_seconds wall time inside the proxy trainer (data to device, training, evaluation)
 # train_seconds wall time of proxy training alone, seconds
 # images_per_second  proxy training throughput
 # error         reason of a failure ("" otherwise)
@@ -49,7 +50,7 @@ __all__ = ["TRIAL_COLUMNS", "CURVE_COLUMNS", "STATUSES", "KINDS", "RunFolder", "
 # number        the Optuna trial number ("" for references)
 # finished_at   ISO-8601 UTC time the row was written
 TRIAL_COLUMNS = ("trial_id", "kind", "name", "status", "top1", "loss", "flops", "params",
-                 "latency_ms", "latency_source", "epochs", "seconds", "train_seconds",
+                 "latency_ms", "latency_source", "epochs", "seconds", "proxy_seconds", "train_seconds",
                  "images_per_second", "error", "arch", "number", "finished_at")
 CURVE_COLUMNS = ("trial_id", "epoch", "top1", "loss", "seconds")
 # finished: trained all epochs; early_stopped: stopped by the scheduler (ASHA) with a top1 from
@@ -58,7 +59,8 @@ STATUSES = ("finished", "early_stopped", "failed")
 KINDS = ("candidate", "reference")
 
 _INT = {"flops", "params", "epochs", "number", "epoch"}
-_FLOAT = {"top1", "loss", "latency_ms", "seconds", "train_seconds", "images_per_second"}
+_FLOAT = {"top1", "loss", "latency_ms", "seconds", "proxy_seconds", "train_seconds",
+          "images_per_second"}
 
 
 class RunFolderError(UserError):

@@ -70,11 +70,13 @@ def proxy_trial(config: dict[str, Any], data: Any = None) -> None:
         proxy = dataclasses.replace(proxy, lr=1e30, warmup_fraction=0.0)
     n_train = int(data.train_x.shape[0])
     base = {"status": "running", "error": ""}
+    start = time.perf_counter()
 
     def report(epoch) -> None:
         done = epoch.epoch >= proxy.epochs
         tune.report({**base, "epoch": epoch.epoch, "top1": epoch.top1, "loss": epoch.loss,
                      "train_seconds": epoch.seconds,
+                     "proxy_seconds": time.perf_counter() - start,
                      "images_per_second": epoch.epoch * n_train / max(epoch.seconds, 1e-9),
                      "status": "finished" if done else "running"})
 
@@ -92,6 +94,7 @@ def proxy_trial(config: dict[str, Any], data: Any = None) -> None:
         error = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc) else ''}"
         result = None
     tune.report({**base, "status": "failed", "error": error[:500], "top1": 0.0,
+                 "proxy_seconds": time.perf_counter() - start,
                  "epoch": (result.epochs if result else 0) + 1, "loss": float("nan"),
                  "train_seconds": result.train_seconds if result else 0.0,
                  "images_per_second": result.images_per_second if result else 0.0})
@@ -118,6 +121,7 @@ def _ray_classes():
             if config is None:
                 return Searcher.FINISHED
             self.run.live[trial_id] = config
+            self.run.dispatched_at[trial_id] = time.perf_counter()
             return config
 
         def on_trial_complete(self, trial_id: str, result: dict | None = None,
@@ -166,6 +170,7 @@ class _Run:
         self.rows = folder.read_trials()
         self.curves = folder.read_curves()
         self.live: dict[str, dict] = {}
+        self.dispatched_at: dict[str, float] = {}
         self.errors: dict[str, str] = {}
         self.faults = _faults()
         done_refs = {r["name"] for r in self.rows if r["kind"] == "reference"}
@@ -229,6 +234,7 @@ class _Run:
 
     def on_complete(self, ray_id: str, result: dict | None, error: bool) -> None:
         config = self.live.pop(ray_id)
+        seconds = time.perf_counter() - self.dispatched_at.pop(ray_id)
         result = result or {}
         status = result.get("status", "failed")
         reason = result.get("error", "")
@@ -257,7 +263,8 @@ class _Run:
             "flops": config["flops"], "params": config["params"],
             "latency_ms": latency, "latency_source": self.latency_source if latency else "",
             "epochs": _epochs_done(result),
-            "seconds": result.get("time_total_s"), "train_seconds": result.get("train_seconds"),
+            "seconds": seconds, "proxy_seconds": result.get("proxy_seconds"),
+            "train_seconds": result.get("train_seconds"),
             "images_per_second": result.get("images_per_second"), "error": reason,
             "arch": json.dumps(config["arch"], separators=(",", ":")),
             "number": config["number"], "finished_at": _now(),
@@ -455,6 +462,9 @@ def _tune(run: _Run, settings: RunSettings, data, epochs: int, todo: int) -> boo
         run.proxy = {**run.proxy, "device": "cpu"}
     run.proxy = {**run.proxy, "threads": max(1, int(settings.cpus_per_trial))}
     trainable = tune.with_resources(tune.with_parameters(proxy_trial, data=data), resources)
+    # Never propose more trials than can start: a proposal made early, only to wait for a free
+    # slot, is made with less information (and its wait would count as overhead).
+    max_concurrent = settings.max_concurrent or _slots(resources)
     scheduler = None
     if settings.scheduler == "asha" and epochs > 1:
         scheduler = ReferenceSafeASHA(time_attr="epoch", max_t=epochs,
@@ -464,7 +474,8 @@ def _tune(run: _Run, settings: RunSettings, data, epochs: int, todo: int) -> boo
         tune_config=tune.TuneConfig(
             search_alg=GhostSearcher(run), scheduler=scheduler, num_samples=todo,
             metric="top1", mode="max",
-            max_concurrent_trials=settings.max_concurrent),
+            reuse_actors=True,  # a new worker per trial costs seconds (process, torch import)
+            max_concurrent_trials=max_concurrent),
         run_config=tune.RunConfig(
             name=f"tune-{datetime.now():%Y%m%d-%H%M%S}",
             storage_path=str((run.folder.path / "ray").resolve()), verbose=0,
@@ -478,6 +489,16 @@ def _tune(run: _Run, settings: RunSettings, data, epochs: int, todo: int) -> boo
         if settings.address is None:
             ray.shutdown()
     return bool(run.live)
+
+
+def _slots(resources: dict[str, float]) -> int:
+    """How many trials of ``resources`` fit on the cluster at once."""
+    import ray
+
+    total = ray.cluster_resources()
+    fits = [math.floor(total.get(k.upper() if k in ("cpu", "gpu") else k, 0.0) / v + 1e-9)
+            for k, v in resources.items() if v > 0]
+    return max(1, min(fits)) if fits else 1
 
 
 def _init_ray(settings: RunSettings) -> None:
