@@ -434,15 +434,20 @@ def _study_exists(storage) -> bool:
 
 
 def _latency_predictor(settings: RunSettings):
+    """(predict, source text) from ``--latency-table``, or (None, "") to measure instead.
+
+    A table may describe another device than the one searching (build it on your phone's CPU,
+    search on a GPU server): it is used as it is, and every row says which device its latency
+    is for. It must be for the deployment resolution, 224, like the FLOPs.
+    """
     if settings.latency_table is None:
         return None, ""
+    from evaluators.flops import DEFAULT_RESOLUTION
     from evaluators.latency import LatencyTable
 
     table = LatencyTable.load(settings.latency_table)
-    table.check_current(device=table.settings.device)  # refuses a table made elsewhere
-    source = (f"predicted from {Path(settings.latency_table).name} ({table.settings.device_name}, "
-              f"{table.settings.threads} threads, batch {table.settings.batch})")
-    return table.predict, source
+    table.check(resolution=DEFAULT_RESOLUTION)
+    return table.predict, table.explain(create_architecture("ghostnet_100")).source
 
 
 def _tune(run: _Run, settings: RunSettings, data, epochs: int, todo: int) -> bool:
@@ -535,8 +540,7 @@ def _measure_latencies(run: _Run) -> None:
         arch = architecture_from_dict(json.loads(row["arch"]))
         rec = measure_latency(arch, resolution=224, batch=1, device="cpu", threads=1)
         row["latency_ms"] = rec.latency_ms
-        row["latency_source"] = (f"measured after the search on an idle machine "
-                                 f"({rec.device_name}, {rec.threads} thread, batch {rec.batch})")
+        row["latency_source"] = f"{rec.source} after the search, no trial running"
         run.folder.write_trials(run.rows)
         run.log(f"  [{i}/{len(todo)}] {row['name'] or row['trial_id']:<22} "
                 f"{rec.latency_ms:7.2f} ms (median)")
