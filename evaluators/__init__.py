@@ -1,5 +1,10 @@
-"""Evaluators: FLOPs and parameters, latency, proxy training and the data it trains on."""
+"""Evaluators: FLOPs and parameters, latency, proxy training and the data it trains on.
 
-from evaluators.flops import Cost, breakdown, count, thop_cost
+Import the heavy parts from their modules (``evaluators.proxy``, ``evaluators.data``,
+``evaluators.latency``); this package only re-exports the cost counters, which the search calls
+thousands of times.
+"""
 
-__all__ = ["Cost", "breakdown", "count", "thop_cost"]
+from evaluators.flops import Cost, breakdown, count, flops_range, thop_cost
+
+__all__ = ["Cost", "breakdown", "count", "flops_range", "thop_cost"]

@@ -1,0 +1,463 @@
+"""Data sets: the embedded digits, CIFAR files and image folders written here in their real
+formats, the held-out split, the folder cache, one-line errors and the restricted unpickler."""
+
+from __future__ import annotations
+
+import os
+import pickle
+import struct
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from evaluators.data import DATASETS, DataError, ImageData, load_dataset
+
+# ---------------------------------------------------------------------------------------------
+# Writers of the real formats (also used by test_proxy.py)
+
+
+def py2_pickle(obj: object) -> bytes:
+    """``obj`` as Python 2's cPickle (protocol 2) wrote the original CIFAR files: str as
+    SHORT_BINSTRING/BINSTRING, arrays via ``numpy.core.multiarray._reconstruct``."""
+    out = bytearray(b"\x80\x02")
+
+    def w(o: object) -> None:
+        if o is None:
+            out.extend(b"N")
+        elif isinstance(o, bool):
+            out.extend(b"\x88" if o else b"\x89")
+        elif isinstance(o, int):
+            if 0 <= o < 256:
+                out.extend(b"K" + bytes([o]))
+            elif 0 <= o < 65536:
+                out.extend(b"M" + struct.pack("<H", o))
+            else:
+                out.extend(b"J" + struct.pack("<i", o))
+        elif isinstance(o, bytes):
+            out.extend(b"U" + bytes([len(o)]) if len(o) < 256 else b"T" + struct.pack("<I", len(o)))
+            out.extend(o)
+        elif isinstance(o, tuple):
+            out.extend(b"(")
+            for item in o:
+                w(item)
+            out.extend(b"t")
+        elif isinstance(o, list):
+            out.extend(b"](")
+            for item in o:
+                w(item)
+            out.extend(b"e")
+        elif isinstance(o, dict):
+            out.extend(b"}(")
+            for k, v in o.items():
+                w(k)
+                w(v)
+            out.extend(b"u")
+        elif isinstance(o, np.ndarray):
+            assert o.dtype == np.uint8
+            out.extend(b"cnumpy.core.multiarray\n_reconstruct\n(cnumpy\nndarray\n")
+            w((0,))
+            w(b"b")
+            out.extend(b"tR(K\x01")
+            w(tuple(o.shape))
+            out.extend(b"cnumpy\ndtype\n")
+            w((b"u1", 0, 1))
+            out.extend(b"R")
+            w((3, b"|", None, None, None, -1, -1, 0))
+            out.extend(b"b")
+            w(False)
+            w(o.tobytes())
+            out.extend(b"tb")
+        else:
+            raise TypeError(type(o))
+
+    w(obj)
+    return bytes(out + b".")
+
+
+def _dump(path: Path, obj: dict, py2: bool) -> None:
+    path.write_bytes(py2_pickle(obj) if py2 else pickle.dumps(obj, protocol=5))
+
+
+def write_cifar10(root: Path, *, per_batch: int = 20, n_test: int = 20, py2: bool = True,
+                  seed: int = 0) -> Path:
+    """A CIFAR-10 folder as in cifar-10-python.tar.gz: ``root/cifar-10-batches-py/...``; random
+    (so unique) images, labels cycling over the 10 classes."""
+    rng = np.random.default_rng(seed)
+    folder = root / "cifar-10-batches-py"
+    folder.mkdir(parents=True)
+    names = [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]
+    for i, name in enumerate(names):
+        n = n_test if name == "test_batch" else per_batch
+        _dump(folder / name, {
+            b"batch_label": f"batch {i}".encode(),
+            b"labels": [(j + i) % 10 for j in range(n)],
+            b"data": rng.integers(0, 256, (n, 3072), dtype=np.uint8),
+            b"filenames": [f"img_{i}_{j}.png".encode() for j in range(n)],
+        }, py2)
+    _dump(folder / "batches.meta", {
+        b"num_cases_per_batch": per_batch, b"num_vis": 3072,
+        b"label_names": [n.encode() for n in ("airplane", "automobile", "bird", "cat", "deer",
+                                               "dog", "frog", "horse", "ship", "truck")],
+    }, py2)
+    return folder
+
+
+def write_cifar100(root: Path, *, n_train: int = 300, n_test: int = 100, py2: bool = True) -> Path:
+    rng = np.random.default_rng(1)
+    folder = root / "cifar-100-python"
+    folder.mkdir(parents=True)
+    for name, n in (("train", n_train), ("test", n_test)):
+        fine = [j % 100 for j in range(n)]
+        _dump(folder / name, {
+            b"filenames": [f"{name}_{j}.png".encode() for j in range(n)],
+            b"batch_label": f"{name} batch 1 of 1".encode(),
+            b"fine_labels": fine, b"coarse_labels": [f // 5 for f in fine],
+            b"data": rng.integers(0, 256, (n, 3072), dtype=np.uint8),
+        }, py2)
+    _dump(folder / "meta", {b"fine_label_names": [f"fine{i}".encode() for i in range(100)],
+                            b"coarse_label_names": [f"coarse{i}".encode() for i in range(20)]},
+          py2)
+    return folder
+
+
+def write_image_folder(root: Path, *, classes: tuple[str, ...] = ("cat", "dog", "fish"),
+                       per_class: int = 12, seed: int = 0) -> Path:
+    """Class folders of real PNG and JPEG files of mixed sizes and modes (RGB, grayscale)."""
+    rng = np.random.default_rng(seed)
+    for c in classes:
+        (root / c).mkdir(parents=True)
+        for j in range(per_class):
+            h, w = (24, 24) if j % 3 else (40, 30)
+            if j % 4 == 1:  # grayscale PNG
+                Image.fromarray(rng.integers(0, 256, (h, w), dtype=np.uint8), "L").save(
+                    root / c / f"{j:03d}.png")
+            elif j % 2:
+                Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)).save(
+                    root / c / f"{j:03d}.png")
+            else:
+                Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)).save(
+                    root / c / f"{j:03d}.jpg", quality=90)
+    return root
+
+
+def _rows(x: torch.Tensor) -> set[bytes]:
+    return {bytes(r) for r in x.reshape(len(x), -1).numpy()}
+
+
+def _one_line_error(excinfo: pytest.ExceptionInfo) -> str:
+    message = str(excinfo.value)
+    assert "\n" not in message and message
+    assert isinstance(excinfo.value, ValueError)  # UserError: the CLI prints it, exit 2
+    return message
+
+
+# ---------------------------------------------------------------------------------------------
+# digits
+
+
+def test_digits_embedded_shapes_and_split():
+    data = load_dataset("digits")
+    assert isinstance(data, ImageData) and data.name == "digits"
+    assert data.num_classes == 10 and data.classes == tuple("0123456789")
+    assert data.train_x.dtype == torch.uint8 and data.train_x.shape[1:] == (3, 8, 8)
+    assert data.train_y.dtype == torch.int64
+    assert torch.equal(data.train_x[:, 0], data.train_x[:, 2])  # grayscale repeated
+    assert len(data.train_x) + len(data.val_x) == 1797
+    assert len(data.val_x) == pytest.approx(180, abs=10)
+    assert data.test_x is None and data.test_y is None
+    assert int(data.train_x.max()) == 255
+    # stratified: every class in the validation split, in proportion
+    counts = torch.bincount(data.val_y, minlength=10)
+    assert counts.min() >= 15 and counts.max() <= 21
+    assert "1618 train / 179 val" in data.describe()
+
+
+def test_validation_never_overlaps_training_and_is_fixed_by_seed():
+    a = load_dataset("digits", seed=0)
+    b = load_dataset("digits", seed=0)
+    c = load_dataset("digits", seed=1)
+    train, val = _rows(a.train_x), _rows(a.val_x)
+    assert not train & val  # digits' 1,797 images are all distinct, so content identifies them
+    assert len(train | val) == 1797
+    assert torch.equal(a.val_x, b.val_x) and torch.equal(a.train_y, b.train_y)
+    assert _rows(c.val_x) != val
+    # the validation images do not depend on how much training data is kept
+    d = load_dataset("digits", seed=0, max_train=100)
+    assert torch.equal(d.val_x, a.val_x)
+    assert _rows(d.train_x) <= train
+
+
+def test_max_train_and_max_val_are_stratified_seeded_subsets():
+    data = load_dataset("digits", max_train=200, max_val=50, seed=3)
+    assert len(data.train_x) == 200 and len(data.val_x) == 50
+    train_counts = torch.bincount(data.train_y, minlength=10)
+    val_counts = torch.bincount(data.val_y, minlength=10)
+    assert train_counts.min() >= 19 and train_counts.max() <= 21  # each class keeps its share
+    assert val_counts.min() >= 4 and val_counts.max() <= 6
+    again = load_dataset("digits", max_train=200, max_val=50, seed=3)
+    assert torch.equal(data.train_x, again.train_x)
+    assert not _rows(data.train_x) & _rows(data.val_x)
+
+
+def test_image_size_resizes_and_arguments_are_checked():
+    data = load_dataset("digits", image_size=16, max_train=20)
+    assert data.train_x.shape[1:] == (3, 16, 16) and data.val_x.shape[1:] == (3, 16, 16)
+    for kwargs in ({"val_fraction": 0.0}, {"val_fraction": 1.0}, {"max_train": 0},
+                   {"image_size": -1}, {"seed": "1"}):
+        name = next(iter(kwargs))
+        with pytest.raises(ValueError, match=name):
+            load_dataset("digits", **kwargs)
+
+
+def test_unknown_dataset_lists_the_names():
+    with pytest.raises(DataError) as excinfo:
+        load_dataset("imagenet")
+    message = _one_line_error(excinfo)
+    assert "imagenet" in message and all(n in message for n in DATASETS)
+
+
+# ---------------------------------------------------------------------------------------------
+# CIFAR
+
+
+@pytest.mark.parametrize("py2", [True, False], ids=["python2-original", "protocol5-resaved"])
+def test_cifar10_reads_the_real_format(tmp_path, py2):
+    write_cifar10(tmp_path, py2=py2)
+    data = load_dataset("cifar10", data_dir=tmp_path)
+    assert data.classes[0] == "airplane" and data.num_classes == 10
+    assert len(data.train_x) + len(data.val_x) == 100 and len(data.val_x) == 10
+    assert data.test_x.shape == (20, 3, 32, 32) and data.test_y.shape == (20,)
+    # pixels: rows of the file are the R, G, B planes of 32x32
+    batch = pickle.loads((tmp_path / "cifar-10-batches-py" / "test_batch").read_bytes(),
+                         encoding="bytes")
+    expected = torch.from_numpy(batch[b"data"].reshape(-1, 3, 32, 32))
+    assert torch.equal(data.test_x, expected)
+    assert data.test_y.tolist() == batch[b"labels"]
+    assert not _rows(data.train_x) & _rows(data.val_x)
+    # DIR may also be the batches folder itself
+    direct = load_dataset("cifar10", data_dir=tmp_path / "cifar-10-batches-py")
+    assert torch.equal(direct.val_x, data.val_x)
+
+
+def test_cifar100_reads_fine_labels_and_meta(tmp_path):
+    write_cifar100(tmp_path)
+    data = load_dataset("cifar100", data_dir=tmp_path, image_size=16)
+    assert data.num_classes == 100 and data.classes[7] == "fine7"
+    assert data.train_x.shape[1:] == (3, 16, 16) and data.test_x.shape == (100, 3, 16, 16)
+    assert len(data.train_x) + len(data.val_x) == 300
+    assert set(data.train_y.tolist()) == set(range(100))
+
+
+def test_cifar_missing_folder_and_files_give_one_line_errors(tmp_path):
+    with pytest.raises(DataError) as excinfo:
+        load_dataset("cifar10")
+    assert "cifar-10-python.tar.gz" in _one_line_error(excinfo)
+
+    with pytest.raises(DataError) as excinfo:
+        load_dataset("cifar10", data_dir=tmp_path / "nope")
+    message = _one_line_error(excinfo)
+    assert "does not exist" in message and "https://www.cs.toronto.edu/~kriz/cifar.html" in message
+
+    with pytest.raises(DataError) as excinfo:
+        load_dataset("cifar10", data_dir=tmp_path)
+    message = _one_line_error(excinfo)
+    assert str(tmp_path / "cifar-10-batches-py" / "data_batch_1") in message
+    assert "download cifar-10-python.tar.gz from https://www.cs.toronto.edu/~kriz/cifar.html" \
+        in message and f"extract it into {tmp_path}" in message
+
+    with pytest.raises(DataError) as excinfo:
+        load_dataset("cifar100", data_dir=tmp_path)
+    assert "cifar-100-python" in _one_line_error(excinfo)
+
+    archive = tmp_path / "cifar-10-python.tar.gz"
+    archive.write_bytes(b"\x1f\x8b")
+    with pytest.raises(DataError) as excinfo:
+        load_dataset("cifar10", data_dir=archive)
+    assert "is an archive; extract it first" in _one_line_error(excinfo)
+
+    folder = write_cifar10(tmp_path)
+    (folder / "data_batch_3").unlink()
+    with pytest.raises(DataError) as excinfo:
+        load_dataset("cifar10", data_dir=tmp_path)
+    assert "data_batch_3" in _one_line_error(excinfo)
+
+
+def test_cifar_truncated_and_malformed_files(tmp_path):
+    folder = write_cifar10(tmp_path)
+    good = (folder / "data_batch_2").read_bytes()
+    (folder / "data_batch_2").write_bytes(good[:len(good) // 2])
+    with pytest.raises(DataError) as excinfo:
+        load_dataset("cifar10", data_dir=tmp_path)
+    message = _one_line_error(excinfo)
+    assert "data_batch_2" in message and "truncated" in message
+
+    (folder / "data_batch_2").write_bytes(b"not a pickle at all")
+    with pytest.raises(DataError) as excinfo:
+        load_dataset("cifar10", data_dir=tmp_path)
+    assert "data_batch_2" in _one_line_error(excinfo)
+
+    bad = {b"data": np.zeros((4, 100), np.uint8), b"labels": [0, 1, 2, 3]}
+    (folder / "data_batch_2").write_bytes(py2_pickle(bad))
+    with pytest.raises(DataError) as excinfo:
+        load_dataset("cifar10", data_dir=tmp_path)
+    assert "(N, 3072)" in _one_line_error(excinfo)
+
+    bad = {b"data": np.zeros((4, 3072), np.uint8), b"labels": [0, 1, 2]}
+    (folder / "data_batch_2").write_bytes(py2_pickle(bad))
+    with pytest.raises(DataError) as excinfo:
+        load_dataset("cifar10", data_dir=tmp_path)
+    assert "4 images but 3 labels" in _one_line_error(excinfo)
+
+    (folder / "data_batch_2").write_bytes(py2_pickle([1, 2, 3]))
+    with pytest.raises(DataError) as excinfo:
+        load_dataset("cifar10", data_dir=tmp_path)
+    assert "expected the dict" in _one_line_error(excinfo)
+
+
+class _Exploit:
+    """Unpickling this runs a shell command that creates ``marker``."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return os.system, (f"touch {self.marker}",)
+
+
+class _ImportExploit:
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):  # builtins.exec of Python source
+        return exec, (f"open({str(self.marker)!r}, 'w').close()",)
+
+
+@pytest.mark.parametrize("exploit", [_Exploit, _ImportExploit])
+@pytest.mark.parametrize("target", ["data_batch_4", "batches.meta"])
+def test_malicious_cifar_pickle_is_refused_and_nothing_runs(tmp_path, exploit, target):
+    folder = write_cifar10(tmp_path / "data")
+    marker = tmp_path / "pwned"
+    payload = {b"data": np.zeros((2, 3072), np.uint8), b"labels": [0, 1],
+               b"filenames": exploit(marker)}
+    (folder / target).write_bytes(pickle.dumps(payload, protocol=4))
+    with pytest.raises(DataError) as excinfo:
+        load_dataset("cifar10", data_dir=tmp_path / "data")
+    assert not marker.exists()
+    message = _one_line_error(excinfo)
+    assert target in message and "refused" in message
+    assert ("system" in message) or ("exec" in message)
+
+
+def test_the_crafted_exploit_really_executes_when_unpickled_unsafely(tmp_path):
+    """Guards the test above: its payload is live, so 'no marker' means it was refused."""
+    marker = tmp_path / "proof"
+    pickle.loads(pickle.dumps(_Exploit(marker), protocol=2))  # noqa: S301 - the point of the test
+    assert marker.exists()
+
+
+# ---------------------------------------------------------------------------------------------
+# Image folders
+
+
+def test_folder_of_png_and_jpeg_resizes_and_repeats_gray(tmp_path):
+    write_image_folder(tmp_path / "imgs")
+    data = load_dataset("folder", data_dir=tmp_path / "imgs", val_fraction=0.25)
+    assert data.classes == ("cat", "dog", "fish") and data.num_classes == 3
+    assert data.train_x.shape[1:] == (3, 32, 32)
+    assert len(data.train_x) == 27 and len(data.val_x) == 9 and data.test_x is None
+    assert torch.bincount(data.val_y).tolist() == [3, 3, 3]
+    assert not _rows(data.train_x) & _rows(data.val_x)
+    gray = torch.stack([x for x in torch.cat([data.train_x, data.val_x])
+                        if torch.equal(x[0], x[1]) and torch.equal(x[1], x[2])])
+    assert len(gray) == 9  # the grayscale PNGs (j % 4 == 1), 3 per class
+    small = load_dataset("folder", data_dir=tmp_path / "imgs", image_size=12)
+    assert small.train_x.shape[1:] == (3, 12, 12)
+
+
+def test_folder_with_train_and_test_subfolders_uses_the_official_split(tmp_path):
+    write_image_folder(tmp_path / "ds" / "train", per_class=10)
+    write_image_folder(tmp_path / "ds" / "test", per_class=4, seed=5)
+    data = load_dataset("folder", data_dir=tmp_path / "ds")
+    assert len(data.test_x) == 12 and torch.bincount(data.test_y).tolist() == [4, 4, 4]
+    assert len(data.train_x) + len(data.val_x) == 30
+    assert not _rows(data.test_x) & (_rows(data.train_x) | _rows(data.val_x))
+
+
+def test_folder_cache_is_reused_and_invalidated_by_changes(tmp_path):
+    root = write_image_folder(tmp_path / "imgs", per_class=30)
+    cache = tmp_path / "cache"
+    first = load_dataset("folder", data_dir=root, cache_dir=cache)
+    entries = list(cache.iterdir())
+    assert len(entries) == 1 and (entries[0] / "train_x.npy").is_file()
+    t0 = time.perf_counter()
+    second = load_dataset("folder", data_dir=root, cache_dir=cache)
+    warm = time.perf_counter() - t0
+    assert torch.equal(first.train_x, second.train_x) and torch.equal(first.val_y, second.val_y)
+    assert warm < 1.0
+    # the cache is plain .npy (no pickles)
+    assert np.load(entries[0] / "train_x.npy", allow_pickle=False).dtype == np.uint8
+    # a changed file (new mtime) is a new entry; the changed pixels are read
+    target = root / "cat" / "000.jpg"
+    Image.fromarray(np.zeros((24, 24, 3), np.uint8)).save(target)
+    os.utime(target, ns=(time.time_ns(), time.time_ns() + 10**9))
+    third = load_dataset("folder", data_dir=root, cache_dir=cache)
+    assert len(list(cache.iterdir())) == 2
+    assert not torch.equal(torch.cat([third.train_x, third.val_x]),
+                           torch.cat([first.train_x, first.val_x]))
+    # a subset decoded without the cache equals the subset taken from the cache
+    uncached = load_dataset("folder", data_dir=root, max_train=10)
+    cached = load_dataset("folder", data_dir=root, max_train=10, cache_dir=cache)
+    assert torch.equal(uncached.train_x, cached.train_x)
+
+
+def test_folder_errors_are_one_line(tmp_path):
+    with pytest.raises(DataError) as excinfo:
+        load_dataset("folder")
+    assert "class sub-folders" in _one_line_error(excinfo)
+
+    with pytest.raises(DataError) as excinfo:
+        load_dataset("folder", data_dir=tmp_path / "missing")
+    assert "does not exist" in _one_line_error(excinfo)
+
+    one = tmp_path / "one"
+    write_image_folder(one, classes=("only",), per_class=3)
+    with pytest.raises(DataError) as excinfo:
+        load_dataset("folder", data_dir=one)
+    assert "at least 2 class sub-folders" in _one_line_error(excinfo)
+
+    empty = tmp_path / "empty"
+    (empty / "a").mkdir(parents=True)
+    (empty / "b").mkdir()
+    (empty / "b" / "notes.txt").write_text("no images here")
+    with pytest.raises(DataError) as excinfo:
+        load_dataset("folder", data_dir=empty)
+    assert "found none" in _one_line_error(excinfo)
+
+    broken = write_image_folder(tmp_path / "broken", per_class=4)
+    (broken / "dog" / "bad.png").write_bytes(b"\x89PNG\r\n\x1a\n truncated")
+    with pytest.raises(DataError) as excinfo:
+        load_dataset("folder", data_dir=broken, val_fraction=0.5)
+    assert "bad.png" in _one_line_error(excinfo)
+
+    split = tmp_path / "split"
+    write_image_folder(split / "train", per_class=4)
+    write_image_folder(split / "test", classes=("cat", "zebra"), per_class=2)
+    with pytest.raises(DataError) as excinfo:
+        load_dataset("folder", data_dir=split)
+    assert "zebra" in _one_line_error(excinfo)
+
+
+def test_image_data_checks_its_tensors():
+    x = torch.zeros(4, 3, 8, 8, dtype=torch.uint8)
+    y = torch.zeros(4, dtype=torch.int64)
+    ImageData("t", x, y, x, y, None, None, 2, ("a", "b"))
+    with pytest.raises(ValueError, match="train_x"):
+        ImageData("t", x.float(), y, x, y, None, None, 2, ("a", "b"))
+    with pytest.raises(ValueError, match="val_y"):
+        ImageData("t", x, y, x, y[:2], None, None, 2, ("a", "b"))
+    with pytest.raises(ValueError, match="classes"):
+        ImageData("t", x, y, x, y, None, None, 3, ("a", "b"))
