@@ -29,6 +29,16 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows "(default: X)" only where it informs: not for None, flags, or help that says it."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if action.default in (None, True, False, argparse.SUPPRESS) or "default" in text:
+            return text
+        return super()._get_help_string(action)
+
+
 class CliParser(argparse.ArgumentParser):
     """argparse, but a usage error is one line naming the fix, not the whole usage block."""
 
@@ -40,11 +50,11 @@ class CliParser(argparse.ArgumentParser):
 def build_parser() -> CliParser:
     parser = CliParser(prog="python -m search", description=(
         "GhostNAS: neural architecture search over the GhostNet design space."),
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        formatter_class=HelpFormatter)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=CliParser)
     for verb, (module, help_text) in COMMANDS.items():
         p = sub.add_parser(verb, help=help_text, description=help_text,
-                           formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                           formatter_class=HelpFormatter)
         try:
             mod = importlib.import_module(f"search.commands.{module}")
         except ModuleNotFoundError as exc:

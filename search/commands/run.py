@@ -29,7 +29,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="candidate architectures to train (over-budget and repeated proposals "
                         "are not trained and do not count)")
     g.add_argument("--epochs", type=int, default=None, metavar="E",
-                   help="proxy epochs per trial (default: the dataset's preset: digits 4, "
+                   help="proxy epochs per trial (default: the dataset's preset: digits 3, "
                         "CIFAR/folders 5)")
     g.add_argument("--sampler", choices=("nsga2", "tpe", "gp", "random"), default="nsga2",
                    help="Optuna sampler choosing the candidates (gp is slow to propose in this "

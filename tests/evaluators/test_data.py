@@ -167,13 +167,13 @@ def test_digits_embedded_shapes_and_split():
     assert data.train_y.dtype == torch.int64
     assert torch.equal(data.train_x[:, 0], data.train_x[:, 2])  # grayscale repeated
     assert len(data.train_x) + len(data.val_x) == 1797
-    assert len(data.val_x) == pytest.approx(180, abs=10)
+    assert len(data.val_x) == pytest.approx(450, abs=10)  # digits holds out a quarter
     assert data.test_x is None and data.test_y is None
     assert int(data.train_x.max()) == 255
     # stratified: every class in the validation split, in proportion
     counts = torch.bincount(data.val_y, minlength=10)
-    assert counts.min() >= 15 and counts.max() <= 21
-    assert "1618 train / 179 val" in data.describe()
+    assert counts.min() >= 43 and counts.max() <= 47
+    assert "1347 train / 450 val" in data.describe()
 
 
 def test_validation_never_overlaps_training_and_is_fixed_by_seed():
