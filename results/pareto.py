@@ -25,7 +25,7 @@ from typing import Any, NamedTuple
 import numpy as np
 import pandas as pd
 
-from results.table import usable
+from results.table import competing, usable
 
 __all__ = ["pareto_mask", "pareto_front", "hypervolume", "reference_point", "trial_order",
            "History", "hypervolume_history", "best_under_budget_history", "BUDGET_KEYS",
@@ -77,13 +77,14 @@ def pareto_front(df: pd.DataFrame, *, x: str = "flops", y: str = "top1",
                  kind: str | None = "candidate") -> pd.DataFrame:
     """The non-dominated rows of ``df`` for maximise ``y`` / minimise ``x``, sorted by ``x``.
 
-    Only rows of ``kind`` (``None``: every row), not failed, with finite ``x`` and ``y`` compete.
+    Only rows of ``kind`` (``None``: every row) that finished every epoch, with finite ``x`` and
+    ``y``, compete (see :func:`results.table.competing`).
     """
     for col in (x, y):
         if col not in df.columns:
             raise ValueError(f"x/y: no column {col!r} in the table")
     rows = df if kind is None else df[df["kind"] == kind]
-    rows = rows[usable(rows, x=x, y=y)]
+    rows = rows[competing(rows, x=x, y=y)]
     mask = pareto_mask(rows[x].to_numpy(dtype=np.float64), rows[y].to_numpy(dtype=np.float64))
     front = rows[mask]
     return front.sort_values([x, y], ascending=[True, False], kind="stable")
@@ -168,7 +169,7 @@ def hypervolume_history(df: pd.DataFrame, *, x: str = "flops", y: str = "top1", 
                         ref_y: float = 0.0, by: str = "finished_at") -> History:
     """Hypervolume of the candidates finished so far, after each candidate trial."""
     rows = trial_order(df, by=by)
-    ok = usable(rows, x=x, y=y).to_numpy()
+    ok = competing(rows, x=x, y=y).to_numpy()
     xs = np.where(ok, rows[x].to_numpy(dtype=np.float64), np.nan)
     ys = np.where(ok, rows[y].to_numpy(dtype=np.float64), np.nan)
     values = np.empty(len(rows))
@@ -190,7 +191,7 @@ def best_under_budget_history(df: pd.DataFrame, *, budget: float | None = None,
     """Best ``y`` so far among candidates with ``x <= budget`` (every usable one if ``budget`` is
     None), after each candidate trial; NaN until one qualifies."""
     rows = trial_order(df, by=by)
-    ok = usable(rows, x=x, y=y).to_numpy()
+    ok = competing(rows, x=x, y=y).to_numpy()
     if budget is not None:
         ok = ok & (rows[x].to_numpy(dtype=np.float64) <= budget)
     ys = np.where(ok, rows[y].to_numpy(dtype=np.float64), -np.inf)

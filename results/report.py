@@ -84,8 +84,8 @@ CONVENTIONS = {
                 "runs; device and method: {sources}."),
     "pareto": ("Pareto front = the candidates that no other candidate beats on both axes (higher "
                "top1 and lower cost, one of them strictly); exact ties are all kept. Failed trials "
-               "are excluded; early-stopped trials (ASHA) take part with the top1 of their last "
-               "epoch."),
+               "are excluded; early-stopped trials (ASHA) are drawn hollow but do not compete: their "
+               "top1 comes from fewer epochs."),
     "hypervolume": ("hypervolume = the area of the top1/FLOPs plane that the candidates dominate, "
                     "bounded by the reference point (ref FLOPs = {ref_x}, top1 = {ref_y:g} %), "
                     "shown as a share of the box [0, ref FLOPs] × [{ref_y:g} %, 100 %]; points "

@@ -26,7 +26,7 @@ from search.runfolder import CURVE_COLUMNS, TRIAL_COLUMNS, RunFolder
 from space import Architecture, ArchitectureError, architecture_from_dict
 
 __all__ = ["RunData", "load_run", "design_columns", "DESIGN_COLUMNS", "NUMERIC_TRIAL_COLUMNS",
-           "usable", "candidates"]
+           "usable", "competing", "candidates"]
 
 # family     "ghostnet" | "mobilenetv3" ("" if the arch JSON is unreadable)
 # width      width multiplier
@@ -116,6 +116,13 @@ def load_run(path: str | os.PathLike) -> RunData:
 def candidates(trials: pd.DataFrame) -> pd.DataFrame:
     """The searched trials (``kind == "candidate"``), every status."""
     return trials[trials["kind"] == "candidate"]
+
+
+def competing(trials: pd.DataFrame, *, x: str = "flops", y: str = "top1") -> pd.Series:
+    """Rows that compete for the Pareto front and the histories: usable and trained for every
+    epoch. Early-stopped trials are plotted but do not compete: ASHA stopped them because they
+    trailed their peers, and their top1 (from fewer epochs) is not comparable."""
+    return usable(trials, x=x, y=y) & (trials["status"] == "finished")
 
 
 def usable(trials: pd.DataFrame, *, x: str = "flops", y: str = "top1") -> pd.Series:

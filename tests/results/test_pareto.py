@@ -202,11 +202,12 @@ DF = frame([
 
 def test_pareto_front_of_a_table():
     front = pareto_front(DF)
-    # failed c0002 and NaN-top1 c0006 excluded, reference excluded, duplicates c0001/c0003 kept
-    assert list(front["trial_id"]) == ["c0004", "c0001", "c0003"]
+    # failed c0002, early-stopped c0004 and NaN-top1 c0006 excluded, reference excluded,
+    # duplicates c0001/c0003 kept
+    assert list(front["trial_id"]) == ["c0005", "c0001", "c0003"]
     assert list(pareto_front(DF, kind=None)["trial_id"]) == ["ref-a"]
     lat = pareto_front(DF, x="latency_ms")
-    assert list(lat["trial_id"]) == ["c0004", "c0001"]  # c0005 has no latency
+    assert list(lat["trial_id"]) == ["c0001"]  # c0005 has no latency, c0004 stopped early
     with pytest.raises(ValueError, match="no column"):
         pareto_front(DF, x="nope")
 
