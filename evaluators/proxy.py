@@ -48,7 +48,8 @@ from space._utils import UserError
 
 __all__ = ["ProxyConfig", "ConfigError", "EpochReport", "ProxyResult", "PRESETS", "STATUSES",
            "proxy_config", "train_proxy", "evaluate", "augment_batch", "normalize", "recalibrate_bn",
-           "resize_images", "resolve_device", "IMAGENET_MEAN", "IMAGENET_STD"]
+           "resize_images", "resolve_device", "param_groups", "amp_dtype", "autocast",
+           "num_threads", "batchnorms", "Normalizer", "IMAGENET_MEAN", "IMAGENET_STD"]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -227,7 +228,7 @@ def augment_batch(x: torch.Tensor, *, padding: int, flip: bool,
     return x
 
 
-class _Normalizer:
+class Normalizer:
     """uint8 -> normalised float32 as one fused multiply-add; the constants live on the device."""
 
     def __init__(self, device: torch.device, mean: tuple[float, ...] = IMAGENET_MEAN,
@@ -245,10 +246,11 @@ class _Normalizer:
 def normalize(x: torch.Tensor, *, mean: tuple[float, ...] = IMAGENET_MEAN,
               std: tuple[float, ...] = IMAGENET_STD, channels_last: bool = False) -> torch.Tensor:
     """uint8 images (N, 3, H, W) in 0..255 -> float32 ``(x/255 - mean) / std``."""
-    return _Normalizer(x.device, mean, std)(x, channels_last=channels_last)
+    return Normalizer(x.device, mean, std)(x, channels_last=channels_last)
 
 
-def _amp_dtype(config: ProxyConfig, device: torch.device) -> torch.dtype | None:
+def amp_dtype(config: ProxyConfig, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype that ``config.amp`` asks for on ``device``; None for fp32."""
     if device.type != "cuda":
         if config.amp in ("bf16", "fp16"):
             raise ConfigError(f"amp: got {config.amp!r}, but mixed precision is CUDA-only (bf16 "
@@ -261,7 +263,8 @@ def _amp_dtype(config: ProxyConfig, device: torch.device) -> torch.dtype | None:
     return torch.bfloat16
 
 
-def _autocast(device: torch.device, dtype: torch.dtype | None) -> contextlib.AbstractContextManager:
+def autocast(device: torch.device, dtype: torch.dtype | None) -> contextlib.AbstractContextManager:
+    """``torch.autocast`` for ``dtype``, or a no-op context for None (fp32)."""
     if dtype is None:
         return contextlib.nullcontext()
     return torch.autocast(device_type=device.type, dtype=dtype)
@@ -269,7 +272,7 @@ def _autocast(device: torch.device, dtype: torch.dtype | None) -> contextlib.Abs
 
 @torch.inference_mode()
 def _evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, config: ProxyConfig,
-              device: torch.device, norm: _Normalizer, amp: torch.dtype | None) -> float:
+              device: torch.device, norm: Normalizer, amp: torch.dtype | None) -> float:
     """Top-1 in percent; NaN if any output is non-finite (weights that diverged in the last
     steps give NaN logits whose argmax would pass for a chance-level score)."""
     was_training = model.training
@@ -280,7 +283,7 @@ def _evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, config: Pro
         xb = x[i:i + config.eval_batch_size].to(device, non_blocking=True)
         yb = y[i:i + config.eval_batch_size].to(device, non_blocking=True)
         xb = norm(resize_images(xb, config.resolution), channels_last=config.channels_last)
-        with _autocast(device, amp):
+        with autocast(device, amp):
             logits = model(xb)  # (B, num_classes)
         correct += (logits.argmax(1) == yb).sum()
         finite &= torch.isfinite(logits).all()
@@ -296,22 +299,23 @@ def evaluate(model: nn.Module, x_uint8: torch.Tensor, y: torch.Tensor, *,
     if len(x_uint8) == 0 or len(x_uint8) != len(y):
         raise ValueError(f"evaluate: got {len(x_uint8)} images and {len(y)} labels")
     device = next(model.parameters()).device
-    return _evaluate(model, x_uint8, y, config=config, device=device, norm=_Normalizer(device),
-                     amp=_amp_dtype(config, device))
+    return _evaluate(model, x_uint8, y, config=config, device=device, norm=Normalizer(device),
+                     amp=amp_dtype(config, device))
 
 
-def _batchnorms(model: nn.Module) -> list[nn.modules.batchnorm._BatchNorm]:
+def batchnorms(model: nn.Module) -> list[nn.modules.batchnorm._BatchNorm]:
+    """Every BatchNorm layer of ``model``."""
     return [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
 
 
 @torch.no_grad()
 def recalibrate_bn(model: nn.Module, x: torch.Tensor, *, config: ProxyConfig,
-                   norm: _Normalizer | None = None) -> None:
+                   norm: Normalizer | None = None) -> None:
     """Recompute every BatchNorm's running statistics as the exact average over ``x`` (uint8,
     already at the proxy resolution, on the model's device) in training-size batches, with the
     current weights. The model is left in training mode."""
-    norm = norm or _Normalizer(x.device)
-    bns = _batchnorms(model)
+    norm = norm or Normalizer(x.device)
+    bns = batchnorms(model)
     saved = [m.momentum for m in bns]
     for m in bns:
         m.reset_running_stats()
@@ -338,7 +342,9 @@ class _Progress:
     train_seconds: float = 0.0
 
 
-def _param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
+def param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
+    """Optimizer groups: ``weight_decay`` on weight matrices and kernels, none on BatchNorm
+    parameters and biases (decaying them only fights the normalisation)."""
     decay, no_decay = [], []
     for p in model.parameters():
         if p.requires_grad:
@@ -356,7 +362,8 @@ def _lr_at(step: int, total: int, config: ProxyConfig) -> float:
 
 
 @contextlib.contextmanager
-def _threads(config: ProxyConfig, device: torch.device) -> Iterator[None]:
+def num_threads(config: ProxyConfig, device: torch.device) -> Iterator[None]:
+    """``torch.set_num_threads(config.threads)`` on CPU for the block, restored afterwards."""
     previous = torch.get_num_threads()
     if config.threads is not None and device.type == "cpu":
         torch.set_num_threads(config.threads)
@@ -382,14 +389,14 @@ def train_proxy(arch: Any, data: ImageData, config: ProxyConfig, *,
     if eval_x is None:
         raise ValueError(f"split: {data.name} has no official test set; use split='val'")
     device = resolve_device(config.device)
-    amp = _amp_dtype(config, device)
+    amp = amp_dtype(config, device)
     progress = _Progress()
     start = time.perf_counter()
     oom = ""
     try:
         cuda = [device.index if device.index is not None else torch.cuda.current_device()] \
             if device.type == "cuda" else []
-        with _threads(config, device), torch.random.fork_rng(devices=cuda):
+        with num_threads(config, device), torch.random.fork_rng(devices=cuda):
             status, error = _train(arch, data, eval_x, eval_y, config, device, amp, report,
                                    progress)
     except torch.OutOfMemoryError as exc:
@@ -436,12 +443,12 @@ def _train(arch: Any, data: ImageData, eval_x: torch.Tensor, eval_y: torch.Tenso
         stem_stride=config.stem_stride)
     memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
     model = model.to(device=device, memory_format=memory_format).train()
-    for bn in _batchnorms(model):
+    for bn in batchnorms(model):
         bn.momentum = config.bn_momentum
-    opt = torch.optim.SGD(_param_groups(model, config.weight_decay), lr=config.lr,
+    opt = torch.optim.SGD(param_groups(model, config.weight_decay), lr=config.lr,
                           momentum=config.momentum, nesterov=config.momentum > 0)
     scaler = torch.amp.GradScaler(device.type) if amp == torch.float16 else None
-    norm = _Normalizer(device)
+    norm = Normalizer(device)
 
     # Once per trial: all images to the device as uint8, at the proxy resolution.
     x = resize_images(data.train_x.to(device), config.resolution)  # (N, 3, R, R) uint8
@@ -474,7 +481,7 @@ def _train(arch: Any, data: ImageData, eval_x: torch.Tensor, eval_y: torch.Tenso
             xb = norm(xb, channels_last=config.channels_last)  # (B, 3, R, R) float32
             for group in opt.param_groups:
                 group["lr"] = _lr_at(step, total_steps, config)
-            with _autocast(device, amp):
+            with autocast(device, amp):
                 loss = F.cross_entropy(model(xb), y[idx], label_smoothing=config.label_smoothing)
             opt.zero_grad(set_to_none=True)
             if scaler is not None:
@@ -503,7 +510,7 @@ def _train(arch: Any, data: ImageData, eval_x: torch.Tensor, eval_y: torch.Tenso
         progress.train_seconds += time.perf_counter() - t0
         progress.images += steps_per_epoch * batch
         if config.bn_recalibrate:
-            with _autocast(device, amp):
+            with autocast(device, amp):
                 recalibrate_bn(model, x[order[:config.bn_recalibrate]], config=config, norm=norm)
         top1 = _evaluate(model, ex, ey, config=config, device=device, norm=norm, amp=amp)
         if math.isnan(top1):
