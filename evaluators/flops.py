@@ -15,8 +15,8 @@ import functools
 import math
 from typing import NamedTuple
 
-from space import Architecture, MobileNetV3Arch, make_divisible
-from space.ghostnet import CHANNEL_DIVISOR, SE_RATIO
+from space import Architecture, Block, MobileNetV3Arch, make_divisible
+from space.ghostnet import CHANNEL_DIVISOR, SE_RATIO, channels
 from space.mobilenetv3 import CHANNEL_DIVISOR as MB_DIVISOR
 
 __all__ = ["Cost", "LayerCost", "count", "breakdown", "thop_cost", "DEFAULT_RESOLUTION"]
@@ -139,19 +139,35 @@ def _head(final: int, head: int, num_classes: int) -> tuple[int, int]:
     return f1 + head * num_classes, p1 + head * num_classes + num_classes
 
 
+@functools.lru_cache(maxsize=1 << 20)
+def _block_cost(block: Block, cin: int, width: float, size: int) -> tuple[int, int, int, int]:
+    """(MACs, params, output channels, output side) of a block at a width, memoised by value."""
+    cout = channels(block.out, width)
+    f, p, size_out = _ghost_bottleneck(cin, channels(block.exp, width), cout, block.k, block.s,
+                                       block.d, block.stride, block.se, size)
+    return f, p, cout, size_out
+
+
 def count(arch: Architecture | MobileNetV3Arch, *, resolution: int = DEFAULT_RESOLUTION,
           stem_stride: int = 2) -> Cost:
-    """Total (FLOPs, params) of ``arch`` at ``resolution``, without building a module."""
-    if type(arch) is Architecture:  # the hot path of the search: no row objects
-        stem, plans, final = arch.plan()
+    """Total (FLOPs, params) of ``arch`` at ``resolution``, without building a module.
+
+    The search's hot path: a new architecture made of known blocks costs one memoised lookup
+    per block (see benchmarks/flops_counter.py). Channels follow the architecture's one rule,
+    :func:`space.ghostnet.channels` (as in ``Architecture.plan``; tests hold them equal).
+    """
+    if type(arch) is Architecture:
+        width = arch.width
+        cin = channels(arch.stem, width)
         size = _out(resolution, 3, stem_stride)
-        flops, params = _conv(3, stem, 3, size)
-        for p in plans:
-            f, q, size = _ghost_bottleneck(p.cin, p.mid, p.cout, p.k, p.s, p.d, p.stride, p.se,
-                                           size)
-            flops += f
-            params += q
-        f, q = _conv(plans[-1].cout, final, 1, size)
+        flops, params = _conv(3, cin, 3, size)
+        for stage in arch.stages:
+            for block in stage:
+                f, q, cin, size = _block_cost(block, cin, width, size)
+                flops += f
+                params += q
+        final = channels(arch.stages[-1][-1].exp, width)
+        f, q = _conv(cin, final, 1, size)
         f2, q2 = _head(final, arch.head, arch.num_classes)
         return Cost(flops + f + f2, params + q + q2)
     rows = breakdown(arch, resolution=resolution, stem_stride=stem_stride)
@@ -208,7 +224,7 @@ def flops_range(space, *, resolution: int = DEFAULT_RESOLUTION) -> FlopsRange:
 
 def _range_for_width(space, width: float, sign: int, resolution: int) -> tuple[int, dict]:
     def ch(base: int) -> int:
-        return make_divisible(base * width, CHANNEL_DIVISOR)
+        return channels(base, width)
 
     def better(a, b):
         return b if a is None or sign * b[0] < sign * a[0] else a

@@ -39,6 +39,11 @@ SE_RATIO = 0.25  # squeeze to a quarter of the expanded channels (then rounded, 
 FORMAT_VERSION = 1  # the "version" key written to architecture files
 
 
+def channels(base: int, width: float) -> int:
+    """Built channels of ``base`` channels at ``width``: the one rule, make_divisible(., 4)."""
+    return make_divisible(base * width, CHANNEL_DIVISOR)
+
+
 @dataclass(frozen=True)
 class Block:
     """One Ghost bottleneck, in base (width 1.0) channels."""
@@ -55,6 +60,12 @@ class Block:
 
     def __post_init__(self) -> None:
         self.validate("block")
+        # Blocks are dictionary keys on the search's hot path (FLOPs and latency caches):
+        # hash once, not field by field on every lookup.
+        object.__setattr__(self, "_hash", hash(tuple(getattr(self, k) for k in self.KEYS)))
+
+    def __hash__(self) -> int:
+        return self._hash
 
     def validate(self, where: str) -> None:
         check_int(f"{where}.k", self.k, odd=True)
@@ -149,7 +160,7 @@ class Architecture:
 
     def channels(self, base: int) -> int:
         """Built channel count for a base channel count at this architecture's width."""
-        return make_divisible(base * self.width, CHANNEL_DIVISOR)
+        return channels(base, self.width)
 
     def plan(self) -> tuple[int, tuple[BlockPlan, ...], int]:
         """(stem channels, resolved blocks, final-conv channels): the one place channels are set."""
@@ -231,7 +242,7 @@ class Architecture:
 
 @functools.lru_cache(maxsize=65536)
 def _plan(arch: Architecture) -> tuple[int, tuple[BlockPlan, ...], int]:
-    stem = arch.channels(arch.stem)
+    stem = arch.channels(arch.stem)  # every channel count of the network is set here
     cin = stem
     plans = []
     for i, stage in enumerate(arch.stages):
