@@ -62,7 +62,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="CPUs each trial gets (its torch thread count)")
     g.add_argument("--gpus-per-trial", default="auto", metavar="G",
                    help="GPUs each trial gets; fractions share a GPU (e.g. 0.25); auto: 0 "
-                        "without CUDA, else 0.5 (see README for the measurement)")
+                        "without CUDA, else 1 (see README: GPUs)")
     g.add_argument("--max-concurrent", type=int, default=None, metavar="K",
                    help="at most K trials at once (default: as many as the resources allow)")
     g.add_argument("--address", default=None, metavar="ADDR",
@@ -74,7 +74,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="do not measure latency after the search")
 
 
-AUTO_GPU_SHARE = 0.5  # see README "GPU": measured with benchmarks/gpu_proxy.py
+# One whole GPU per trial until benchmarks/gpu_proxy.py has measured how 1, 2 and 4 trials
+# share one (README: GPUs); a fraction is a throughput bet that only a measurement can settle.
+AUTO_GPU_SHARE = 1.0
 
 
 def run(args: argparse.Namespace) -> int:
