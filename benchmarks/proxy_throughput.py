@@ -33,7 +33,6 @@ import argparse
 import dataclasses
 import json
 import os
-import platform
 import random
 import statistics
 import sys
@@ -51,6 +50,7 @@ import torch.nn.functional as F
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
+from benchmarks._machine import machine
 from evaluators.data import IMAGE_SUFFIXES, load_dataset
 from evaluators.proxy import IMAGENET_MEAN, IMAGENET_STD, ProxyConfig, train_proxy
 from space import create_architecture
@@ -177,22 +177,6 @@ def plain_loop(files: list[str], labels: list[int], num_classes: int, *, steps: 
 
 # ---------------------------------------------------------------------------------------------
 # Machine
-
-
-def machine() -> dict[str, Any]:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    info = {"cpu": cpu, "cores": os.cpu_count(), "torch": torch.__version__,
-            "python": platform.python_version(), "threads": torch.get_num_threads()}
-    if torch.cuda.is_available():
-        info["gpu"] = torch.cuda.get_device_name(0)
-    return info
 
 
 def load_average() -> float | None:

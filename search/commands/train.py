@@ -1,0 +1,398 @@
+"""``python -m search train ARCH --dataset NAME --epochs E --out DIR``: train from scratch.
+
+The recipe is :class:`evaluators.scratch.TrainConfig`'s. ``DIR`` receives only these files:
+``checkpoint.pt`` (replaced after every epoch), ``train.json`` (settings, per-epoch history,
+final metrics; rewritten after every epoch), ``arch.json`` (the architecture as trained, with
+the input file's provenance and the training figures) and, with ``--onnx``, ``model.onnx``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import shlex
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, TextIO
+
+from space import UserError
+
+TRAIN_FORMAT = "ghostnas-train"  # train.json's "format": marks DIR as a train output
+OWN_FILES = ("checkpoint.pt", "train.json", "arch.json", "model.onnx")
+DATASET_CHOICES = ("digits", "cifar10", "cifar100", "folder")
+# option -> (flag, minimum) for the integers checked here, before anything slow
+_INT_OPTIONS = {"epochs": ("--epochs", 1), "batch_size": ("--batch-size", 2),
+                "max_train": ("--max-train", 2), "seed": ("--seed", 0),
+                "threads": ("--threads", 1)}
+# what a resumed run takes from train.json when not given again
+_KEPT = ("dataset", "data_dir", "max_train", "seed", "batch_size", "lr", "epochs", "device",
+         "threads", "onnx")
+_MUST_MATCH = {"dataset": "--dataset", "data_dir": "--data-dir", "max_train": "--max-train",
+               "seed": "--seed", "batch_size": "--batch-size", "lr": "--lr"}
+
+
+class TrainOutError(UserError):
+    """An ``--out`` folder that must not be written, or a resume that cannot work."""
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("arch", metavar="ARCH",
+                   help="an architecture JSON file (e.g. written by 'search export'; its "
+                        "provenance is kept) or a registered model name (e.g. ghostnet_100)")
+    g = p.add_argument_group("data and length")
+    g.add_argument("--dataset", choices=DATASET_CHOICES, default=None,
+                   help="digits (embedded), cifar10/cifar100 (Python-format folder in "
+                        "--data-dir) or folder (class sub-folders in --data-dir); required "
+                        "unless --resume")
+    g.add_argument("--data-dir", metavar="PATH", default=None,
+                   help="where the dataset lies (cifar10, cifar100, folder)")
+    g.add_argument("--epochs", type=int, default=None, metavar="E",
+                   help="epochs in all; required unless --resume, which keeps the run's own "
+                        "and extends it when E is larger")
+    g.add_argument("--max-train", type=int, default=None, metavar="N",
+                   help="train on a seeded, class-stratified subset of N images (smoke tests)")
+    g = p.add_argument_group("output")
+    g.add_argument("--out", metavar="DIR", required=True,
+                   help="folder for checkpoint.pt, train.json, arch.json (and model.onnx); "
+                        "created if missing (its parent must exist); nothing is written "
+                        "elsewhere")
+    which = g.add_mutually_exclusive_group()
+    which.add_argument("--resume", action="store_true",
+                       help="continue the run in DIR from its last checkpoint")
+    which.add_argument("--force", action="store_true",
+                       help="start over in DIR, replacing a previous run's files")
+    g.add_argument("--onnx", action="store_true", default=None,
+                   help="also write model.onnx (opset 17, dynamic batch), checked with ONNX "
+                        "Runtime (else onnx's checker)")
+    g = p.add_argument_group("recipe and resources")
+    g.add_argument("--batch-size", type=int, default=None, metavar="B",
+                   help="images per step (default 128)")
+    g.add_argument("--lr", type=float, default=None, metavar="LR",
+                   help="peak learning rate (default 0.1 x B/128: the linear scaling rule)")
+    g.add_argument("--seed", type=int, default=None, metavar="S",
+                   help="seeds the validation split, the weights and the batch order "
+                        "(default 0)")
+    g.add_argument("--device", choices=("auto", "cpu", "cuda"), default=None,
+                   help="auto: cuda if available, else cpu (default auto)")
+    g.add_argument("--threads", type=int, default=None, metavar="T",
+                   help="torch threads on CPU (default: torch's own choice)")
+
+
+# ---------------------------------------------------------------------------------------------
+# The --out folder
+
+
+def _read_train_json(out: Path) -> dict[str, Any] | None:
+    """train.json of a previous 'search train' in ``out``, or None if there is none of ours."""
+    from space import ArchitectureError, read_json_file
+
+    path = out / "train.json"
+    if not path.is_file():
+        return None
+    try:
+        data = read_json_file(path, what="train.json")
+    except ArchitectureError:
+        return None
+    return data if isinstance(data, dict) and data.get("format") == TRAIN_FORMAT else None
+
+
+def _check_out(out: Path, *, resume: bool, force: bool) -> dict[str, Any] | None:
+    """Refuse an ``--out`` that must not be used; returns the previous train.json on resume.
+    Changes nothing on disk."""
+    q = shlex.quote(str(out))
+    if out.exists() and not out.is_dir():
+        raise TrainOutError(f"--out {q} is a file; give a folder (it will hold checkpoint.pt, "
+                            "train.json, arch.json)")
+    if not out.exists():
+        if resume:
+            raise TrainOutError(f"--resume: {q} does not exist, so there is nothing to resume; "
+                                "drop --resume to start a new run")
+        if not out.parent.is_dir():
+            raise TrainOutError(f"--out {q}: folder {shlex.quote(str(out.parent))} does not "
+                                "exist; create it first")
+        return None
+    previous = _read_train_json(out)
+    ours = previous is not None or (out / "checkpoint.pt").is_file()
+    if not ours and any(out.iterdir()):
+        raise TrainOutError(f"--out {q} is not empty and holds no 'search train' output "
+                            "(train.json); choose a new or empty folder")
+    if resume:
+        if not (out / "checkpoint.pt").is_file():
+            raise TrainOutError(f"--resume: {q} has no checkpoint.pt to resume from (no epoch "
+                                "finished there); start over with --force instead")
+        if previous is None:
+            raise TrainOutError(f"--resume: {q}/train.json is missing or damaged, so the run's "
+                                "settings are unknown; start over with --force")
+        return previous
+    if ours and not force:
+        done = len(previous.get("history") or []) if previous else "?"
+        status = previous.get("status", "?") if previous else "?"
+        raise TrainOutError(f"--out {q} already holds a training run ({status}, {done} epochs); "
+                            "pass --resume to continue it or --force to start over")
+    return None
+
+
+def _settings(args: argparse.Namespace, previous: dict[str, Any] | None) -> dict[str, Any]:
+    """The run's options: the command line's, and on resume the previous run's for those not
+    given (those that shape the data or the recipe must not change)."""
+    given = {k: getattr(args, k) for k in _KEPT}
+    if given["data_dir"] is not None:  # absolute, so that a resume from elsewhere finds it
+        given["data_dir"] = str(Path(given["data_dir"]).expanduser().resolve())
+    if previous is None:
+        for key, flag in (("dataset", "--dataset"), ("epochs", "--epochs")):
+            if given[key] is None:
+                raise UserError(f"{flag} is required (unless --resume)")
+        settings = given
+    else:
+        old = previous.get("settings")
+        if not isinstance(old, dict):
+            raise TrainOutError(f"--resume: {args.out}/train.json has no settings; start over "
+                                "with --force")
+        trained = previous.get("config") if isinstance(previous.get("config"), dict) else {}
+        for key, flag in _MUST_MATCH.items():
+            was = old.get(key)
+            if was is None and key in ("batch_size", "lr"):
+                was = trained.get(key)  # the default it resolved to
+            if given[key] is not None and given[key] != was:
+                raise TrainOutError(f"{flag} {given[key]} differs from the run being resumed "
+                                    f"({was}); drop {flag} to resume, or start over with "
+                                    "--force")
+        settings = {k: given[k] if given[k] is not None else old.get(k) for k in _KEPT}
+    settings["onnx"] = bool(settings["onnx"])
+    settings["seed"] = 0 if settings["seed"] is None else settings["seed"]
+    settings["device"] = settings["device"] or "auto"
+    for key, (flag, minimum) in _INT_OPTIONS.items():
+        value = settings[key]
+        if value is not None and (not isinstance(value, int) or isinstance(value, bool)
+                                  or value < minimum):
+            raise UserError(f"{flag}: got {value!r}, expected an integer >= {minimum}")
+    lr = settings["lr"]
+    if lr is not None and not (isinstance(lr, (int, float)) and math.isfinite(lr) and lr > 0):
+        raise UserError(f"--lr: got {lr!r}, expected a positive number")
+    return settings
+
+
+# ---------------------------------------------------------------------------------------------
+# Display
+
+
+def _duration(seconds: float) -> str:
+    if not math.isfinite(seconds):
+        return "?"
+    seconds = int(round(seconds))
+    h, rest = divmod(seconds, 3600)
+    m, s = divmod(rest, 60)
+    return f"{h}h{m:02d}m" if h else f"{m}m{s:02d}s" if m else f"{s}s"
+
+
+class _Display:
+    """Progress: on a terminal one line redrawn with ``\\r`` (epoch, step, img/s, loss, ETA) on
+    stderr; elsewhere only the per-epoch lines, which always go to stdout."""
+
+    def __init__(self, *, split: str, on_epoch, out: TextIO | None = None,
+                 bar: TextIO | None = None) -> None:
+        self.split, self.on_epoch = split, on_epoch
+        self.out, self.bar = out or sys.stdout, bar or sys.stderr
+        self.tty = self.bar.isatty()
+        self.drawn = 0.0
+        self.dirty = False
+
+    def __call__(self, p) -> None:  # p: TrainProgress
+        if p.kind == "step":
+            now = time.monotonic()
+            if self.tty and (now - self.drawn >= 0.1 or p.step == p.steps):
+                filled = round(20 * p.step / p.steps)
+                self.bar.write(f"\repoch {p.epoch}/{p.epochs} [{'#' * filled:<20}] step "
+                               f"{p.step}/{p.steps} | {p.images_per_second:,.0f} img/s | loss "
+                               f"{p.loss:.4f} | ETA {_duration(p.eta_seconds)}\x1b[K")
+                self.bar.flush()
+                self.drawn, self.dirty = now, True
+            return
+        self.clear()
+        print(f"epoch {p.epoch}/{p.epochs}: top1 {p.top1:.2f} % ({self.split}) | loss "
+              f"{p.loss:.4f} | {p.images_per_second:,.0f} img/s | ETA "
+              f"{_duration(p.eta_seconds)}", file=self.out, flush=True)
+        self.on_epoch(p)
+
+    def clear(self) -> None:
+        if self.dirty:
+            self.bar.write("\r\x1b[K")
+            self.bar.flush()
+            self.dirty = False
+
+
+# ---------------------------------------------------------------------------------------------
+# The command
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+
+    threads = torch.get_num_threads()
+    try:
+        return _train(args)
+    finally:
+        torch.set_num_threads(threads)  # --threads is this command's, not the caller's
+
+
+def _train(args: argparse.Namespace) -> int:
+    import torch
+
+    from evaluators.data import load_dataset
+    from evaluators.proxy import resolve_device
+    from evaluators.scratch import (
+        CHECKPOINT_NAME,
+        IMAGENET_MEAN,
+        IMAGENET_STD,
+        check_resume,
+        export_onnx,
+        onnx_available,
+        train_config,
+        train_from_scratch,
+    )
+    from search.runfolder import atomic_write_text
+    from space import list_models, load_architecture, resolve_architecture
+
+    wall = time.perf_counter()
+    out = Path(args.out)
+    arch = resolve_architecture(args.arch)
+    provenance = None if args.arch in list_models() else load_architecture(args.arch)[1]
+    previous = _check_out(out, resume=args.resume, force=args.force)
+    settings = _settings(args, previous)
+    if settings["onnx"] and not onnx_available():
+        raise UserError("--onnx: exporting needs the onnx package (and onnxruntime to compare "
+                        "outputs); install them with pip install 'ghostnas[onnx]'")
+    if settings["threads"] is not None:
+        torch.set_num_threads(settings["threads"])  # data loading and export too
+    recipe = {k: settings[k] for k in ("epochs", "batch_size", "lr", "seed", "device", "threads")
+              if settings[k] is not None}
+    config = train_config(settings["dataset"], **recipe)
+    data = load_dataset(settings["dataset"], data_dir=settings["data_dir"],
+                        seed=settings["seed"], max_train=settings["max_train"])
+    resolved = config.resolve(data)
+    resolve_device(resolved.device)  # "cuda" without CUDA: refused before DIR is touched
+    split = "test" if data.test_x is not None else "val"
+    if args.resume:
+        check_resume(out, arch, data, config)
+
+    # Only now, with the architecture, settings, data (and checkpoint) known good, touch DIR.
+    if not out.exists():
+        try:
+            out.mkdir()
+        except OSError as exc:
+            raise TrainOutError(f"--out {str(out)!r}: cannot create it ({exc.strerror})") from None
+    elif args.force:
+        for name in OWN_FILES:  # a previous run's files only; nothing else in DIR is touched
+            (out / name).unlink(missing_ok=True)
+
+    record: dict[str, Any] = {
+        "format": TRAIN_FORMAT, "version": 1, "status": "running", "arch": args.arch,
+        "settings": settings, "data": data.describe(), "held_out": split,
+        "config": resolved.to_dict(),
+        "input": {"shape": ["N", 3, resolved.resolution, resolved.resolution],
+                  "dtype": "float32", "channels": "RGB", "scale": "x / 255",
+                  "mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD)},
+        "history": list(previous.get("history") or []) if previous else [],
+        "final": None, "error": "", "files": {"checkpoint": CHECKPOINT_NAME},
+    }
+
+    def write_record() -> None:
+        record["updated_at"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        atomic_write_text(out / "train.json", json.dumps(record, indent=1) + "\n")
+
+    def on_epoch(p) -> None:
+        if args.resume and not settings["onnx"]:
+            (out / "model.onnx").unlink(missing_ok=True)  # an older epoch's network now
+        record["history"] = [h for h in record["history"] if h["epoch"] < p.epoch]
+        record["history"].append({"epoch": p.epoch, "top1": p.top1, "loss": p.loss,
+                                  "lr": p.lr})
+        write_record()
+
+    if not args.resume:
+        write_record()  # marks DIR as a train output from the start (resume: it already is)
+    display = _Display(split=split, on_epoch=on_epoch)
+    what = "resuming" if args.resume else "training"
+    print(f"{what} {args.arch} ({arch.describe()}) on {data.describe()}; held-out: {split}; "
+          f"{resolved.resolution}x{resolved.resolution} px, stem stride {resolved.stem_stride}, "
+          f"batch {resolved.batch_size}, peak lr {resolved.lr:g}", flush=True)
+    try:
+        result = train_from_scratch(arch, data, config, out_dir=out, resume=args.resume,
+                                    progress=display)
+    except KeyboardInterrupt:
+        display.clear()
+        record["status"] = "interrupted"
+        write_record()
+        sys.stderr.write(f"continue with: python -m search train {shlex.quote(args.arch)} "
+                         f"--out {shlex.quote(str(out))} --resume\n")
+        raise
+    except torch.OutOfMemoryError:
+        display.clear()
+        record["status"], record["error"] = "failed", "out of memory"
+        write_record()
+        raise UserError(f"out of memory at batch {resolved.batch_size}; start over with a "
+                        "smaller --batch-size and --force") from None
+    except UserError as exc:
+        display.clear()
+        record["status"], record["error"] = "failed", str(exc)
+        write_record()
+        raise
+    display.clear()
+    record["history"] = [{"epoch": h.epoch, "top1": h.top1, "loss": h.loss, "lr": h.lr,
+                          "train_seconds": h.seconds} for h in result.history]
+    record["config"] = result.config.to_dict()
+    if result.status == "failed":
+        record["status"], record["error"] = "failed", result.error
+        write_record()
+        sys.stderr.write(f"error: training failed: {result.error}\n")
+        return 1
+
+    files = {"checkpoint": out / CHECKPOINT_NAME, "train": out / "train.json",
+             "arch": out / "arch.json"}
+    finished_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    final = {"top1": result.top1, "split": split, "split_images": result.split_images,
+             "epochs": result.epochs, "loss": result.loss,
+             "train_seconds": result.train_seconds,
+             "images_per_second": result.images_per_second,
+             "wall_seconds": time.perf_counter() - wall, "resumed_from": result.resumed_from,
+             "finished_at": finished_at}
+    arch_data = result.arch.to_dict()
+    arch_data["provenance"] = {
+        "source": args.arch, "input": provenance,
+        "training": {"dataset": data.name, "top1": result.top1, "split": split,
+                     "epochs": result.epochs, "resolution": resolved.resolution,
+                     "stem_stride": resolved.stem_stride, "train_json": "train.json",
+                     "checkpoint": CHECKPOINT_NAME, "finished_at": finished_at}}
+    atomic_write_text(files["arch"], json.dumps(arch_data, indent=1) + "\n")
+    record["status"], record["final"] = "finished", final
+    record["files"] = {k: p.name for k, p in files.items()}
+    write_record()  # the training is done and recorded even if the export below fails
+    onnx = None
+    if settings["onnx"]:
+        onnx = export_onnx(result.model, out / "model.onnx", resolution=resolved.resolution)
+        files["onnx"] = onnx.path
+        record["files"]["onnx"] = onnx.path.name
+        record["onnx"] = {"opset": onnx.opset, "checked_with": onnx.checked_with,
+                          "max_abs_diff": onnx.max_abs_diff}
+        write_record()
+
+    no_test = "" if split == "test" else f"; {data.name} has no official test split"
+    print(f"top1: {result.top1:.2f} % on the {split} split ({result.split_images:,} images"
+          f"{no_test})")
+    epochs = f"{result.epochs} epoch" + ("s" if result.epochs != 1 else "")
+    print(f"time: {final['wall_seconds']:.1f} s in all; training {result.train_seconds:.1f} s "
+          f"over {epochs} at {result.images_per_second:,.0f} images/s")
+    print("wrote:")
+    print(f"  {files['checkpoint']}  (weights and optimizer/RNG state after epoch "
+          f"{result.epochs}; --resume continues from it)")
+    print(f"  {files['arch']}  (the architecture as trained, {data.num_classes} classes, with "
+          "provenance)")
+    print(f"  {files['train']}  (settings, per-epoch history, final metrics)")
+    if onnx is not None:
+        check = (f"ONNX Runtime matches PyTorch within {onnx.max_abs_diff:.2g}"
+                 if onnx.max_abs_diff is not None else "passes onnx.checker")
+        print(f"  {onnx.path}  (opset {onnx.opset}, input float32 (N, 3, {onnx.resolution}, "
+              f"{onnx.resolution}) normalised as in train.json; {check})")
+    return 0

@@ -1,0 +1,248 @@
+"""``python -m search train``: export -> train -> ONNX end to end, resume, the --out rules of
+issue 9 (only DIR is written; nothing of another's is overwritten), and one-line errors."""
+
+from __future__ import annotations
+
+import io
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import onnxruntime as ort
+import pytest
+import torch
+
+from evaluators.scratch import TrainProgress, load_checkpoint, model_from_checkpoint
+from search.cli import main
+from search.commands import train as train_command
+from space import create_architecture, load_architecture
+from tests.results._runs import make_run
+
+ROOT = Path(__file__).resolve().parents[2]
+OWN = {"checkpoint.pt", "train.json", "arch.json"}
+# 64 digits at their native 8x8: about a second per run of ghostnet_050 on one thread.
+TINY = ["--dataset", "digits", "--max-train", "64", "--threads", "1"]
+
+
+def one_line_error(capsys, argv, *match, code=2):
+    assert main(argv) == code
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("error: ") and "Traceback" not in err, err
+    for m in match:
+        assert m in err, (m, err)
+    return err
+
+
+def _snapshot(folder: Path) -> dict[str, int]:
+    return {p.name: p.stat().st_mtime_ns for p in folder.iterdir()}
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory) -> Path:
+    """A finished one-epoch run of a registered model."""
+    out = tmp_path_factory.mktemp("trained") / "ghost"
+    assert main(["train", "ghostnet_050", "--epochs", "1", *TINY, "--out", str(out)]) == 0
+    return out
+
+
+def test_export_train_onnx_then_resume_end_to_end(tmp_path, capsys):
+    run_dir = tmp_path / "run"
+    make_run(run_dir, n=6, failed=1)
+    exported = tmp_path / "a.json"
+    assert main(["export", str(run_dir), "--best", "--out", str(exported)]) == 0
+    trial = json.loads(capsys.readouterr().out)["provenance"]["trial_id"]
+
+    out = tmp_path / "trained"
+    done = subprocess.run(
+        [sys.executable, "-m", "search", "train", str(exported), "--dataset", "digits",
+         "--epochs", "1", "--max-train", "128", "--out", str(out), "--onnx", "--threads", "1"],
+        cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "\r" not in done.stdout + done.stderr  # not a terminal: plain lines only
+    assert "epoch 1/1: top1 " in done.stdout and "% (val)" in done.stdout
+    assert "top1: " in done.stdout and "on the val split" in done.stdout
+    assert " s in all; training " in done.stdout and "images/s" in done.stdout
+    for name in ("checkpoint.pt", "train.json", "arch.json", "model.onnx"):
+        assert str(out / name) in done.stdout
+    assert {p.name for p in out.iterdir()} == OWN | {"model.onnx"}
+
+    # arch.json: the exported architecture at 10 classes, its provenance and the training's
+    arch, provenance = load_architecture(out / "arch.json")
+    source, _ = load_architecture(exported)
+    assert arch.num_classes == 10 and arch.to_dict() == {**source.to_dict(), "num_classes": 10}
+    assert provenance["input"]["trial_id"] == trial and provenance["source"] == str(exported)
+    record = json.loads((out / "train.json").read_text())
+    assert record["format"] == "ghostnas-train" and record["status"] == "finished"
+    assert [h["epoch"] for h in record["history"]] == [1]
+    final = record["final"]
+    assert final["split"] == "val" and final["epochs"] == 1 and 0 <= final["top1"] <= 100
+    assert provenance["training"]["top1"] == final["top1"] == record["history"][0]["top1"]
+    assert record["config"]["resolution"] == 16 and record["config"]["stem_stride"] == 1
+    assert record["onnx"]["checked_with"] == "onnxruntime"
+
+    # model.onnx: any batch size, the checkpoint's outputs
+    model, state = model_from_checkpoint(out / "checkpoint.pt")
+    assert state["epoch"] == 1
+    x = torch.randn(3, 3, 8, 8)
+    session = ort.InferenceSession(str(out / "model.onnx"), providers=["CPUExecutionProvider"])
+    got = session.run(None, {"images": x.numpy()})[0]
+    with torch.no_grad():
+        assert got.shape == (3, 10) and abs(got - model(x).numpy()).max() < 1e-4
+
+    # --resume to two epochs: the options (dataset, subset, --onnx) are the run's own
+    assert main(["train", str(exported), "--out", str(out), "--resume", "--epochs", "2"]) == 0
+    text = capsys.readouterr().out
+    assert "resuming" in text and "epoch 2/2: top1 " in text and "epoch 1/2" not in text
+    resumed = json.loads((out / "train.json").read_text())
+    assert [h["epoch"] for h in resumed["history"]] == [1, 2]
+    assert resumed["history"][0]["top1"] == record["history"][0]["top1"]
+    assert resumed["final"]["resumed_from"] == 1 and resumed["final"]["epochs"] == 2
+    assert load_checkpoint(out / "checkpoint.pt")["epoch"] == 2
+    assert {p.name for p in out.iterdir()} == OWN | {"model.onnx"}
+
+
+def test_a_registered_name_trains(trained):
+    arch, provenance = load_architecture(trained / "arch.json")
+    assert arch.to_dict() == {**create_architecture("ghostnet_050").to_dict(), "num_classes": 10}
+    assert provenance["source"] == "ghostnet_050" and provenance["input"] is None
+    assert {p.name for p in trained.iterdir()} == OWN
+
+
+def test_an_existing_run_is_refused_without_resume_or_force(trained, capsys):
+    before = _snapshot(trained)
+    one_line_error(capsys, ["train", "ghostnet_050", "--epochs", "1", *TINY, "--out",
+                            str(trained)], "already holds a training run", "--resume", "--force")
+    one_line_error(capsys, ["train", "ghostnet_050", "--out", str(trained), "--resume"],
+                   "nothing to resume", "already trained to epoch 1")
+    one_line_error(capsys, ["train", "ghostnet_050", "--out", str(trained), "--resume",
+                            "--epochs", "2", "--batch-size", "32"], "--batch-size 32 differs")
+    one_line_error(capsys, ["train", "ghostnet_050", "--out", str(trained), "--resume",
+                            "--epochs", "2", "--dataset", "cifar10"], "--dataset cifar10 differs")
+    one_line_error(capsys, ["train", "ghostnet_100", "--out", str(trained), "--resume",
+                            "--epochs", "2"], "different architecture")
+    with pytest.raises(SystemExit) as info:  # argparse: the two are mutually exclusive
+        main(["train", "ghostnet_050", "--out", str(trained), "--resume", "--force"])
+    assert info.value.code == 2
+    capsys.readouterr()
+    assert _snapshot(trained) == before
+
+
+def test_force_starts_over_and_touches_only_its_own_files(trained, tmp_path, capsys):
+    out = tmp_path / "copy"
+    shutil.copytree(trained, out)
+    (out / "notes.txt").write_text("mine\n")
+    assert main(["train", "ghostnet_050", "--epochs", "1", *TINY, "--seed", "1", "--out",
+                 str(out), "--force"]) == 0
+    capsys.readouterr()
+    assert (out / "notes.txt").read_text() == "mine\n"
+    assert {p.name for p in out.iterdir()} == OWN | {"notes.txt"}
+    assert json.loads((out / "train.json").read_text())["settings"]["seed"] == 1
+
+
+def test_out_folders_that_are_not_ours(tmp_path, capsys):
+    foreign = tmp_path / "photos"
+    foreign.mkdir()
+    (foreign / "cat.png").write_bytes(b"not ours")
+    for extra in ([], ["--force"]):
+        one_line_error(capsys, ["train", "ghostnet_050", "--epochs", "1", *TINY, "--out",
+                                str(foreign), *extra], "not empty", "no 'search train' output")
+    assert [p.name for p in foreign.iterdir()] == ["cat.png"]
+
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    one_line_error(capsys, ["train", "ghostnet_050", "--out", str(empty), "--resume"],
+                   "no checkpoint.pt to resume from")
+    one_line_error(capsys, ["train", "ghostnet_050", "--out", str(tmp_path / "nope"),
+                            "--resume"], "nothing to resume", "drop --resume")
+    one_line_error(capsys, ["train", "ghostnet_050", "--epochs", "1", *TINY, "--out",
+                            str(foreign / "cat.png")], "is a file")
+    one_line_error(capsys, ["train", "ghostnet_050", "--epochs", "1", *TINY, "--out",
+                            str(tmp_path / "a" / "b")], "does not exist; create it first")
+    one_line_error(capsys, ["train", "ghostnet_050", "--dataset", "digits", "--out",
+                            str(empty)], "--epochs is required")
+    one_line_error(capsys, ["train", "ghostnet_050", "--epochs", "0", *TINY, "--out",
+                            str(empty)], "--epochs: got 0")
+    one_line_error(capsys, ["train", "no_such_model", "--epochs", "1", *TINY, "--out",
+                            str(empty)], "neither a registered model")
+    one_line_error(capsys, ["train", "ghostnet_050", "--epochs", "1", "--dataset", "cifar10",
+                            "--data-dir", str(tmp_path / "missing"), "--out", str(empty)],
+                   "cifar10: data folder")
+    if not torch.cuda.is_available():
+        one_line_error(capsys, ["train", "ghostnet_050", "--epochs", "1", *TINY, "--device",
+                                "cuda", "--out", str(empty)], "CUDA is not available")
+    assert list(empty.iterdir()) == [] and not (tmp_path / "a").exists()
+
+
+class _Marker:
+    def __init__(self, path) -> None:
+        self.path = str(path)
+
+    def __reduce__(self):  # loading this carelessly would create the marker file
+        return (open, (self.path, "w"))
+
+
+def test_a_crafted_checkpoint_is_refused_on_resume(trained, tmp_path, capsys):
+    out = tmp_path / "evil"
+    out.mkdir()
+    shutil.copy(trained / "train.json", out / "train.json")
+    marker = tmp_path / "marker"
+    torch.save({"format": "ghostnas-train-checkpoint", "version": 1, "epoch": 1,
+                "model": _Marker(marker)}, out / "checkpoint.pt")
+    one_line_error(capsys, ["train", "ghostnet_050", "--out", str(out), "--resume",
+                            "--epochs", "2"], "refused to load checkpoint",
+                   str(out / "checkpoint.pt"))
+    assert not marker.exists()
+
+
+def test_a_nan_loss_fails_with_exit_1(tmp_path, capsys):
+    out = tmp_path / "nan"
+    one_line_error(capsys, ["train", "ghostnet_050", "--epochs", "1", *TINY, "--lr", "1e30",
+                            "--out", str(out)], "training failed: non-finite", code=1)
+    record = json.loads((out / "train.json").read_text())
+    assert record["status"] == "failed" and "non-finite" in record["error"]
+    assert {p.name for p in out.iterdir()} == {"train.json"}
+
+
+def test_interrupted_run_resumes(tmp_path, capsys, monkeypatch):
+    out = tmp_path / "ctrl-c"
+    original = train_command._Display.__call__
+
+    def interrupt_after_epoch_1(self, p: TrainProgress) -> None:
+        original(self, p)
+        if p.kind == "epoch":
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(train_command._Display, "__call__", interrupt_after_epoch_1)
+    assert main(["train", "ghostnet_050", "--epochs", "2", *TINY, "--out", str(out)]) == 130
+    err = capsys.readouterr().err
+    assert "--resume" in err and "interrupted" in err
+    assert json.loads((out / "train.json").read_text())["status"] == "interrupted"
+    monkeypatch.undo()
+    assert main(["train", "ghostnet_050", "--out", str(out), "--resume"]) == 0
+    assert "epoch 2/2: top1" in capsys.readouterr().out
+    record = json.loads((out / "train.json").read_text())
+    assert record["status"] == "finished" and [h["epoch"] for h in record["history"]] == [1, 2]
+
+
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_progress_bar_on_a_terminal():
+    bar, out, epochs = _Terminal(), io.StringIO(), []
+    display = train_command._Display(split="test", on_epoch=epochs.append, out=out, bar=bar)
+    for step in (1, 10):
+        display(TrainProgress(kind="step", epoch=2, epochs=5, step=step, steps=10, loss=1.25,
+                              lr=0.1, images_per_second=1234.0, eta_seconds=95.0))
+    display(TrainProgress(kind="epoch", epoch=2, epochs=5, step=10, steps=10, loss=1.2, lr=0.1,
+                          images_per_second=1200.0, eta_seconds=90.0, top1=55.5))
+    drawn = bar.getvalue()
+    assert drawn.startswith("\repoch 2/5 [") and "step 10/10" in drawn
+    assert "1,234 img/s" in drawn and "loss 1.2500" in drawn and "ETA 1m35s" in drawn
+    assert drawn.endswith("\r\x1b[K")  # the bar is cleared before the epoch's line
+    assert out.getvalue() == ("epoch 2/5: top1 55.50 % (test) | loss 1.2000 | 1,200 img/s | "
+                              "ETA 1m30s\n")
+    assert len(epochs) == 1
