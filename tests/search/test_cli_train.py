@@ -85,7 +85,7 @@ def test_export_train_onnx_then_resume_end_to_end(tmp_path, capsys):
     # model.onnx: any batch size, the checkpoint's outputs
     model, state = model_from_checkpoint(out / "checkpoint.pt")
     assert state["epoch"] == 1
-    x = torch.randn(3, 3, 8, 8)
+    x = torch.randn(3, 3, 16, 16)  # digits train at 16 px
     session = ort.InferenceSession(str(out / "model.onnx"), providers=["CPUExecutionProvider"])
     got = session.run(None, {"images": x.numpy()})[0]
     with torch.no_grad():
