@@ -20,6 +20,7 @@ import hashlib
 import json
 import os
 import pickle
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,8 +32,8 @@ import torch.nn.functional as F
 
 from space._utils import UserError
 
-__all__ = ["DataError", "ImageData", "DATASETS", "load_dataset", "CIFAR_URL", "IMAGE_SUFFIXES",
-           "DEFAULT_FOLDER_SIZE"]
+__all__ = ["DataError", "ImageData", "DATASETS", "default_cache_dir", "load_dataset",
+           "CIFAR_URL", "IMAGE_SUFFIXES", "DEFAULT_FOLDER_SIZE"]
 
 DATASETS = ("digits", "cifar10", "cifar100", "folder")
 CIFAR_URL = "https://www.cs.toronto.edu/~kriz/cifar.html"
@@ -105,6 +106,11 @@ class _Source:
     test_x: np.ndarray | None
     test_y: np.ndarray | None
     classes: tuple[str, ...]
+
+
+def default_cache_dir() -> Path:
+    """Where decoded image folders are cached: ``$XDG_CACHE_HOME/ghostnas`` (``~/.cache``)."""
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "ghostnas"
 
 
 def load_dataset(name: str, *, data_dir: str | os.PathLike | None = None, seed: int = 0,
@@ -542,6 +548,7 @@ def _cached_arrays(root: Path, size: int, train: _FolderSplit, test: _FolderSpli
             with tmp.open("wb") as fh:
                 np.save(fh, a, allow_pickle=False)
             os.replace(tmp, entry / n)  # concurrent trials never read a half-written file
-    except OSError as exc:
-        raise DataError(f"folder: cannot write the image cache {entry}: {_one_line(exc)}") from None
+    except OSError as exc:  # the cache only saves time: a read-only or full disk is no error
+        warnings.warn(f"folder: cannot write the image cache {entry} ({_one_line(exc)}); "
+                      "continuing without it", stacklevel=2)
     return arrays[0], (arrays[1] if test is not None else None)

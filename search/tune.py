@@ -23,7 +23,6 @@ import traceback
 import warnings
 from collections.abc import Callable
 from datetime import datetime, timezone
-from pathlib import Path
 from typing import Any
 
 from evaluators.budget import format_flops
@@ -314,7 +313,7 @@ def run_search(settings: RunSettings, out_dir: str | os.PathLike, *,
     """Run (or continue) a search into ``out_dir``; returns the run folder."""
     import optuna
 
-    from evaluators.data import load_dataset
+    from evaluators.data import default_cache_dir, load_dataset
     from evaluators.proxy import proxy_config
     from search.candidates import CandidateSource, make_sampler
     from search.settings import file_sha256
@@ -345,8 +344,7 @@ def run_search(settings: RunSettings, out_dir: str | os.PathLike, *,
     proxy = proxy_config(settings.dataset, **proxy_overrides)
     data = load_dataset(settings.dataset, data_dir=settings.data_dir, seed=settings.seed,
                         max_train=settings.max_train,
-                        cache_dir=Path(settings.data_dir) / ".ghostnas-cache"
-                        if settings.dataset == "folder" and settings.data_dir else None)
+                        cache_dir=default_cache_dir())
     predict_latency, latency_source = _latency_predictor(settings)
 
     folder.path.mkdir(parents=True, exist_ok=True)

@@ -461,3 +461,17 @@ def test_image_data_checks_its_tensors():
         ImageData("t", x, y, x, y[:2], None, None, 2, ("a", "b"))
     with pytest.raises(ValueError, match="classes"):
         ImageData("t", x, y, x, y, None, None, 3, ("a", "b"))
+
+
+def test_unwritable_cache_only_warns(tmp_path):
+    """The cache saves time; a read-only location must not stop the data from loading."""
+    root = tmp_path / "imgs"
+    for c in ("a", "b"):
+        (root / c).mkdir(parents=True)
+        for i in range(3):
+            Image.new("RGB", (10, 12), (40 * i, 80, 120)).save(root / c / f"{i}.png")
+    blocked = tmp_path / "cache-is-a-file"
+    blocked.write_text("not a folder")
+    with pytest.warns(UserWarning, match="cannot write the image cache"):
+        data = load_dataset("folder", data_dir=root, cache_dir=blocked, val_fraction=0.34)
+    assert len(data.train_x) + len(data.val_x) == 6
