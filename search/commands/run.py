@@ -31,9 +31,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--epochs", type=int, default=None, metavar="E",
                    help="proxy epochs per trial (default: the dataset's preset: digits 3, "
                         "CIFAR/folders 5)")
-    g.add_argument("--sampler", choices=("nsga2", "tpe", "gp", "random"), default="nsga2",
-                   help="Optuna sampler choosing the candidates (gp is slow to propose in this "
-                        "many dimensions: use it when trials are expensive)")
+    g.add_argument("--sampler", choices=("nsga2", "tpe", "gp", "random"), default="tpe",
+                   help="Optuna sampler choosing the candidates: tpe (multivariate TPE; the best "
+                        "hypervolume in benchmarks/sampler_quality.py), nsga2, gp (slow to "
+                        "propose in this many dimensions: for expensive trials) or random")
     g.add_argument("--scheduler", choices=("asha", "none"), default="asha",
                    help="asha: Ray Tune's asynchronous successive halving stops candidates "
                         "whose proxy top1 trails their peers' at the same epoch (reference "
