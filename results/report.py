@@ -17,7 +17,6 @@ import html
 import json
 import math
 import os
-import re
 import shlex
 from datetime import datetime, timezone
 from pathlib import Path
@@ -36,7 +35,7 @@ from results.pareto import (
     run_budget,
 )
 from results.table import RunData, load_run, usable
-from search.runfolder import RunFolder, RunFolderError, atomic_write_text
+from search.runfolder import RunFolder, RunFolderError, atomic_write_text, safe_name
 
 __all__ = [
     "PLOT_IDS", "AXES", "Axis", "ScatterData", "HistoryData", "DesignData", "Summary",
@@ -274,8 +273,7 @@ def compute_summary(run: RunData) -> Summary:
 
 def _safe_filename(trial_id: str) -> str:
     """A file name from a trial id: letters, digits, ``_.-`` only, no leading dot."""
-    name = re.sub(r"[^A-Za-z0-9_.-]", "_", trial_id).lstrip(".") or "trial"
-    return f"{name}.json"
+    return f"{safe_name(trial_id)}.json"
 
 
 def export_command(run_dir: str | os.PathLike, trial_id: str) -> str:
@@ -703,10 +701,11 @@ def _pareto_csv(table: pd.DataFrame) -> str:
 
 def write_report(run: str | os.PathLike | RunData, *, out: str | os.PathLike | None = None
                  ) -> Path:
-    """Write the HTML report (``out``, default ``RUN_DIR/report.html``) and ``RUN_DIR/pareto.csv``,
-    each atomically; return the report's path. ``run`` is a run folder or a loaded run.
+    """Write the HTML report and return its path; ``run`` is a run folder or a loaded run.
 
-    With ``out`` given and a run folder that is not writable, ``pareto.csv`` is skipped.
+    Without ``out``: ``RUN_DIR/report.html`` and ``RUN_DIR/pareto.csv``, each atomically. With
+    ``out``: that one file and nothing else, so a report of a run that is still going (or of
+    someone else's, read-only run) never writes into its folder.
     """
     data = run if isinstance(run, RunData) else load_run(run)
     folder = RunFolder(data.path)
@@ -717,10 +716,8 @@ def write_report(run: str | os.PathLike | RunData, *, out: str | os.PathLike | N
     if not target.parent.is_dir():
         raise RunFolderError(f"--out {str(target)!r}: folder {str(target.parent)!r} does not exist")
     page = render_html(data)
-    # With --out elsewhere, a read-only run folder (someone else's run) still gets its report.
-    write_pareto = out is None or os.access(folder.path, os.W_OK)
     try:
-        if write_pareto:
+        if out is None:
             atomic_write_text(folder.pareto_path, _pareto_csv(pareto_table(data)))
         atomic_write_text(target, page)
     except OSError as exc:

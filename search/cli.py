@@ -16,6 +16,7 @@ from space import UserError
 __all__ = ["main", "build_parser", "CliParser", "EXIT_USAGE"]
 
 EXIT_USAGE = 2
+MAX_ERROR_CHARS = 600  # a message quoting a huge value from a file is cut in the middle
 
 # verb -> (module under search.commands, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -63,13 +64,26 @@ def build_parser() -> CliParser:
             p.set_defaults(_module=None)
             continue
         mod.add_arguments(p)
-        p.set_defaults(_module=mod)
+        p.set_defaults(_module=mod, _parser=p)
     return parser
+
+
+def one_line(message: str, limit: int = MAX_ERROR_CHARS) -> str:
+    """``message`` as one line of at most about ``limit`` characters: values quoted from a
+    user's file may hold newlines or be megabytes long; the start (what) and the end (the fix)
+    are kept."""
+    text = " ".join(str(message).split())
+    if len(text) <= limit:
+        return text
+    head = limit * 2 // 3
+    return f"{text[:head]} [...] {text[-(limit - head):]}"
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extras = parser.parse_known_args(argv)
+    if extras:  # named by the verb's parser, so the hint is that verb's --help
+        getattr(args, "_parser", parser).error(f"unrecognized arguments: {' '.join(extras)}")
     if args.command is None:
         parser.print_help()
         return EXIT_USAGE
@@ -78,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args._module.run(args) or 0)
     except UserError as exc:
-        sys.stderr.write(f"error: {exc}\n")
+        sys.stderr.write(f"error: {one_line(str(exc))}\n")
         return EXIT_USAGE
     except KeyboardInterrupt:
         sys.stderr.write("interrupted; results written so far are kept\n")

@@ -12,24 +12,29 @@ Layout of ``--out DIR``::
 
 Every file is replaced atomically (write to a temporary file in the same folder, fsync,
 ``os.replace``), so a reader (``search report`` during a run) or a kill mid-write never sees a
-torn table.
+torn table; a kill mid-write may leave a ``.<name>.<random>.tmp`` file, which nothing reads.
+While a search runs it holds ``.ghostnas.lock`` (:meth:`RunFolder.lock`), so a second
+``search run`` into the same folder is refused instead of training the same trials twice.
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
 import math
 import os
+import re
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from space import UserError
+from space import ArchitectureError, UserError, read_json_file
 
 __all__ = ["TRIAL_COLUMNS", "CURVE_COLUMNS", "STATUSES", "KINDS", "RunFolder", "RunFolderError",
-           "atomic_write_text"]
+           "atomic_write_text", "safe_name"]
 
 # trial_id      candidates "c0001"...; references "ref-<name>"
 # kind          "candidate" | "reference"
@@ -65,6 +70,13 @@ _FLOAT = {"top1", "loss", "latency_ms", "seconds", "proxy_seconds", "train_secon
 
 class RunFolderError(UserError):
     """A folder that is not a GhostNAS run, or a run file that cannot be read."""
+
+
+def safe_name(text: str, *, default: str = "trial", max_len: int = 100) -> str:
+    """A file or folder name from a trial id or name: letters, digits and ``_.-`` only, no
+    leading dot, at most ``max_len`` characters (``../x y`` -> ``_x_y``)."""
+    name = re.sub(r"[^A-Za-z0-9_.-]", "_", str(text)).lstrip(".")[:max_len]
+    return name or default
 
 
 def _umask() -> int:
@@ -130,6 +142,7 @@ class RunFolder:
         self.study_path = self.path / "study.journal"
         self.pareto_path = self.path / "pareto.csv"
         self.report_path = self.path / "report.html"
+        self.lock_path = self.path / ".ghostnas.lock"
 
     def exists(self) -> bool:
         return self.meta_path.is_file()
@@ -148,10 +161,10 @@ class RunFolder:
 
     def read_meta(self) -> dict[str, Any]:
         self.require()
-        try:
-            meta = json.loads(self.meta_path.read_text(encoding="utf-8"))
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise RunFolderError(f"{self.meta_path}: not valid JSON ({exc})") from None
+        try:  # size-limited and nesting-guarded, like every JSON file GhostNAS reads
+            meta = read_json_file(self.meta_path, what="run")
+        except ArchitectureError as exc:
+            raise RunFolderError(f"{exc}; is this the --out folder of a GhostNAS run?") from None
         if not isinstance(meta, dict):
             raise RunFolderError(f"{self.meta_path}: expected a JSON object")
         return meta
@@ -184,7 +197,46 @@ class RunFolder:
             missing = [c for c in columns if c not in reader.fieldnames]
             if missing:
                 raise RunFolderError(f"{path}: missing column {missing[0]!r}; is this a GhostNAS run?")
+            rows = []
             try:
-                return [{c: _parse(c, row[c]) for c in columns} for row in reader]
-            except (ValueError, TypeError) as exc:
-                raise RunFolderError(f"{path}: malformed row ({exc})") from None
+                for row in reader:
+                    if None in row.values():  # fewer cells than the header
+                        raise ValueError(f"row {reader.line_num - 1} has fewer cells than columns")
+                    rows.append({c: _parse(c, row[c]) for c in columns})
+            except (ValueError, TypeError, csv.Error) as exc:
+                raise RunFolderError(f"{path}: malformed row ({exc}); the file is damaged or "
+                                     "not written by GhostNAS") from None
+            return rows
+
+    # -- the lock of a running search ---------------------------------------------------------
+
+    @contextlib.contextmanager
+    def lock(self) -> Iterator[None]:
+        """Hold the folder's lock while a search writes it; refuse if another process holds it.
+
+        An advisory ``flock``: the kernel releases it when the holder exits, even by SIGKILL, so
+        a killed run never leaves the folder locked. Readers (report, export) do not lock.
+        """
+        try:
+            import fcntl
+        except ImportError:  # not POSIX: no lock, as before
+            yield
+            return
+        self.path.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, _FILE_MODE)
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = os.pread(fd, 64, 0).decode("ascii", "replace").strip()
+                raise RunFolderError(
+                    f"{str(self.path)!r} is in use by another 'search run' (pid {holder or '?'});"
+                    " wait for it to finish, or pass another --out") from None
+            except OSError:  # a file system without locks (some network mounts): as before
+                yield
+                return
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"{os.getpid()}\n".encode("ascii"), 0)
+            yield
+        finally:
+            os.close(fd)  # releases the flock

@@ -3,9 +3,10 @@
 The driver owns everything stateful: the Optuna study (ask/tell through
 :class:`search.candidates.CandidateSource`), the run folder (rows written as each trial
 finishes) and the progress display. Ray Tune places trials on CPUs/GPUs (fractional GPUs
-allowed, any Ray cluster via ``--address``), restarts a trial whose node died
-(``FailureConfig``), and stops poor trials early with ASHA on proxy top-1. Trials only train and
-report; they write nothing, so a cluster needs no shared storage for results.
+allowed, any Ray cluster via ``--address``) and stops poor trials early with ASHA on proxy
+top-1. A trial whose Ray worker or node died is dispatched again by the driver (at most
+``MAX_RETRIES`` times), then recorded as failed with Ray's reason. Trials only train and report;
+they write nothing, so a cluster needs no shared storage for results.
 
 Latency is measured after the last trial, on an idle machine (never next to a training trial),
 or predicted from a latency table (``--latency-table``) when the search needs it earlier.
@@ -23,13 +24,20 @@ import traceback
 import warnings
 from collections.abc import Callable
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import Any
 
 from evaluators.budget import format_flops
 from evaluators.flops import count, flops_range
-from search.runfolder import RunFolder
+from search.runfolder import RunFolder, RunFolderError, safe_name
 from search.settings import RunSettings, SettingsError
-from space import UserError, architecture_from_dict, create_architecture, list_models
+from space import (
+    ArchitectureError,
+    UserError,
+    architecture_from_dict,
+    create_architecture,
+    list_models,
+)
 
 __all__ = ["run_search", "REFERENCES", "FAULT_ENV"]
 
@@ -39,6 +47,11 @@ STUDY_NAME = "ghostnas"
 # second candidate dispatched train with a diverging learning rate (a real NaN through the real
 # trainer). Both are recorded as failed trials and the search goes on.
 FAULT_ENV = "GHOSTNAS_INJECT_FAULT"
+# A trial whose Ray worker or node died is dispatched again up to this many times, then recorded
+# as failed with Ray's reason. The driver does it, not Ray Tune's FailureConfig: Tune may see
+# two failures of one dead actor (a reused actor's reset and train calls) and count the second,
+# which arrives while the trial waits for its restart, as final.
+MAX_RETRIES = 2
 
 
 def _now() -> str:
@@ -117,8 +130,8 @@ def _ray_classes():
 
         def suggest(self, trial_id: str) -> dict | None:
             config = self.run.next_config()
-            if config is None:
-                return Searcher.FINISHED
+            if config is None:  # while trials run, one may yet fail and need dispatching again
+                return None if self.run.live else Searcher.FINISHED
             self.run.live[trial_id] = config
             self.run.dispatched_at[trial_id] = time.perf_counter()
             return config
@@ -139,13 +152,13 @@ def _ray_classes():
         def __init__(self, run: _Run) -> None:
             self.run = run
 
+        def on_trial_start(self, iteration, trials, trial, **info):
+            # Tune tells the searcher of a failure before any callback hears of it, so the
+            # searcher reads the error from the trial object kept here.
+            self.run.tune_trials[trial.trial_id] = trial
+
         def on_trial_result(self, iteration, trials, trial, result, **info):
             self.run.on_epoch(trial.config, result)
-
-        def on_trial_error(self, iteration, trials, trial, **info):
-            err = trial.get_error()
-            text = str(err).strip().splitlines() if err else []
-            self.run.errors[trial.trial_id] = text[-1] if text else "trial failed in Ray"
 
     return GhostSearcher, ReferenceSafeASHA, Recorder
 
@@ -170,7 +183,10 @@ class _Run:
         self.curves = folder.read_curves()
         self.live: dict[str, dict] = {}
         self.dispatched_at: dict[str, float] = {}
-        self.errors: dict[str, str] = {}
+        self.tune_trials: dict[str, Any] = {}  # Ray's trial id -> Tune's Trial
+        self.retries: list[dict] = []  # configs to dispatch again (their Ray worker died)
+        self.attempts: dict[str, int] = {}  # trial id -> dispatches so far
+        self.exhausted = False  # the candidate source has nothing more to propose
         self.faults = _faults()
         done_refs = {r["name"] for r in self.rows if r["kind"] == "reference"}
         self.refs = [n for n in REFERENCES if n not in done_refs] if settings.references else []
@@ -178,7 +194,7 @@ class _Run:
         self.dispatched = 0
         self.started = time.time()
         for r in self.rows:  # results of an earlier (killed) run of this folder
-            arch = architecture_from_dict(json.loads(r["arch"]))
+            arch = _row_arch(folder, r)
             self.source.remember(arch, top1=r["top1"] if r["status"] != "failed" else None,
                                  flops=r["flops"], latency_ms=r["latency_ms"])
 
@@ -195,6 +211,8 @@ class _Run:
     # -- dispatch ---------------------------------------------------------------------------
 
     def next_config(self) -> dict | None:
+        if self.retries:
+            return self.retries.pop(0)
         if self.refs:
             name = self.refs.pop(0)
             arch = create_architecture(name)
@@ -203,8 +221,11 @@ class _Run:
         running = sum(c["kind"] == "candidate" for c in self.live.values())
         if self.candidates_done + running >= self.settings.trials:
             return None
+        if self.exhausted:
+            return None
         cand = self.source.next()
         if cand is None:
+            self.exhausted = True
             self.log(f"stopping early: {self.source.exhausted_reason}")
             return None
         self.dispatched += 1
@@ -226,20 +247,34 @@ class _Run:
     def on_epoch(self, config: dict, result: dict) -> None:
         if result.get("status") == "failed":
             return
-        self.curves.append({"trial_id": config["trial_id"], "epoch": int(result["epoch"]),
+        trial_id, epoch = config["trial_id"], int(result["epoch"])
+        # A trial dispatched again (its Ray worker died) reports its epochs again from 1.
+        self.curves = [c for c in self.curves
+                       if not (c["trial_id"] == trial_id and c["epoch"] >= epoch)]
+        self.curves.append({"trial_id": trial_id, "epoch": epoch,
                             "top1": result["top1"], "loss": result["loss"],
                             "seconds": result["train_seconds"]})
         self.folder.write_curves(self.curves)
 
     def on_complete(self, ray_id: str, result: dict | None, error: bool) -> None:
-        config = self.live.pop(ray_id)
+        config = self.live.pop(ray_id, None)
+        if config is None:  # told twice about one trial
+            return
         seconds = time.perf_counter() - self.dispatched_at.pop(ray_id)
+        tune_trial = self.tune_trials.pop(ray_id, None)
         result = result or {}
         status = result.get("status", "failed")
         reason = result.get("error", "")
-        if error or not result:
+        if error or not result:  # Ray lost the trial (worker or node died), not the trial failed
             status = "failed"
-            reason = self.errors.get(ray_id, "") or "the trial's Ray worker failed"
+            reason = _ray_error(tune_trial)
+            attempt = self.attempts[config["trial_id"]] = \
+                self.attempts.get(config["trial_id"], 1) + 1
+            if error and attempt <= MAX_RETRIES + 1:
+                self.log(f"  {config['trial_id']}: {reason}; dispatching it again (attempt "
+                         f"{attempt} of at most {MAX_RETRIES + 1})")
+                self.retries.append(config)
+                return
         elif status == "running":
             status = "early_stopped"  # the scheduler stopped it after fewer epochs
         top1 = None if status == "failed" else float(result["top1"])
@@ -330,13 +365,22 @@ def run_search(settings: RunSettings, out_dir: str | os.PathLike, *,
             "raise the budget or pass a --space file with smaller choices")
 
     folder = RunFolder(out_dir)
+    if folder.path.exists() and not folder.path.is_dir():
+        raise SettingsError(f"--out {str(folder.path)!r} is a file; pass a folder (new, empty, "
+                            "or the run folder to continue)")
     resumed = folder.exists()
     if resumed:
-        old = RunSettings.from_dict(folder.read_meta()["settings"])
+        old = RunSettings.from_dict(folder.read_meta().get("settings"),
+                                    where=str(folder.meta_path))
         settings.resumable_from(old)
-    elif folder.path.exists() and any(folder.path.iterdir()):
+        for row in folder.read_trials():  # a damaged table is refused before anything is written
+            _row_arch(folder, row)
+    elif folder.path.exists() and any(p != folder.lock_path for p in folder.path.iterdir()):
         raise SettingsError(f"--out {str(folder.path)!r} exists and is not a GhostNAS run "
                             "folder; pass an empty or new folder")
+    address = _ray_address(settings)
+    if address is not None:
+        _check_reachable(address)
 
     proxy_overrides = {"seed": settings.seed}
     if settings.epochs is not None:
@@ -346,73 +390,102 @@ def run_search(settings: RunSettings, out_dir: str | os.PathLike, *,
                         max_train=settings.max_train,
                         cache_dir=default_cache_dir())
     predict_latency, latency_source = _latency_predictor(settings)
+    if address is not None:  # join the cluster before anything is written
+        _init_ray(settings)
 
-    folder.path.mkdir(parents=True, exist_ok=True)
-    if resumed:
-        meta = folder.read_meta()
-        meta["rejected_base"] = meta.get("rejected_over_budget", 0)
-        meta["reused_base"] = meta.get("reused_duplicates", 0)
-        meta["fallback_base"] = meta.get("fallback_proposals", 0)
-        meta["settings"]["trials"] = settings.trials
-        meta["resumed_at"] = meta.get("resumed_at", []) + [_now()]
-    else:
-        meta = {"created_at": _now(), "rejected_over_budget": 0, "reused_duplicates": 0}
-    meta.update({
-        "settings": settings.to_dict(), "trials": settings.trials,
-        "budget_flops": settings.budget_flops, "latency_budget_ms": settings.latency_budget_ms,
-        "dataset": settings.dataset, "epochs": proxy.epochs, "sampler": settings.sampler,
-        "scheduler": settings.scheduler, "seed": settings.seed,
-        "objectives": list(settings.objectives), "proxy": proxy.to_dict(),
-        "data": {"train": int(data.train_x.shape[0]), "val": int(data.val_x.shape[0]),
-                 "classes": data.num_classes, "image_side": int(data.train_x.shape[-1])},
-        "flops_convention": "multiply-accumulates of Conv2d+Linear at 224x224, 1000 classes",
-        "space_flops_range": [rng_.min_flops, rng_.max_flops],
-    })
-    folder.write_meta(meta)
+    with folder.lock():  # from here on, a second run into this folder is refused
+        if resumed:
+            meta = folder.read_meta()
+            meta["rejected_base"] = meta.get("rejected_over_budget", 0)
+            meta["reused_base"] = meta.get("reused_duplicates", 0)
+            meta["fallback_base"] = meta.get("fallback_proposals", 0)
+            meta["settings"]["trials"] = settings.trials
+            meta["resumed_at"] = meta.get("resumed_at", []) + [_now()]
+        else:
+            meta = {"created_at": _now(), "rejected_over_budget": 0, "reused_duplicates": 0}
+        meta.update({
+            "settings": settings.to_dict(), "trials": settings.trials,
+            "budget_flops": settings.budget_flops, "latency_budget_ms": settings.latency_budget_ms,
+            "dataset": settings.dataset, "epochs": proxy.epochs, "sampler": settings.sampler,
+            "scheduler": settings.scheduler, "seed": settings.seed,
+            "objectives": list(settings.objectives), "proxy": proxy.to_dict(),
+            "data": {"train": int(data.train_x.shape[0]), "val": int(data.val_x.shape[0]),
+                     "classes": data.num_classes, "image_side": int(data.train_x.shape[-1])},
+            "flops_convention": "multiply-accumulates of Conv2d+Linear at 224x224, 1000 classes",
+            "space_flops_range": [rng_.min_flops, rng_.max_flops],
+        })
+        folder.write_meta(meta)
 
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    storage = _storage(folder)
-    directions = [{"top1": "maximize", "flops": "minimize", "latency": "minimize"}[o]
-                  for o in settings.objectives]
-    n_existing = len(optuna.load_study(study_name=STUDY_NAME, storage=storage).trials) \
-        if resumed and _study_exists(storage) else 0
-    sampler = make_sampler(settings.sampler, seed=settings.seed + n_existing,
-                           n_trials=settings.trials)
-    study = optuna.create_study(study_name=STUDY_NAME, storage=storage, directions=directions,
-                                sampler=sampler, load_if_exists=True)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        study.set_metric_names(list(settings.objectives))
-    source = CandidateSource(space=space, study=study, budget_flops=settings.budget_flops,
-                             objectives=settings.objectives,
-                             latency_budget_ms=settings.latency_budget_ms
-                             if predict_latency else None,
-                             predict_latency=predict_latency, seed=settings.seed + n_existing)
-    abandoned = source.abandon_running("interrupted: the run was killed while it trained")
-    run = _Run(settings, folder, source=source, proxy=proxy.to_dict(),
-               predict_latency=predict_latency, latency_source=latency_source, log=log)
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        storage = _storage(folder)
+        directions = [{"top1": "maximize", "flops": "minimize", "latency": "minimize"}[o]
+                      for o in settings.objectives]
+        n_existing = len(optuna.load_study(study_name=STUDY_NAME, storage=storage).trials) \
+            if resumed and _study_exists(storage) else 0
+        sampler = make_sampler(settings.sampler, seed=settings.seed + n_existing,
+                               n_trials=settings.trials)
+        study = optuna.create_study(study_name=STUDY_NAME, storage=storage, directions=directions,
+                                    sampler=sampler, load_if_exists=True)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            study.set_metric_names(list(settings.objectives))
+        source = CandidateSource(space=space, study=study, budget_flops=settings.budget_flops,
+                                 objectives=settings.objectives,
+                                 latency_budget_ms=settings.latency_budget_ms
+                                 if predict_latency else None,
+                                 predict_latency=predict_latency, seed=settings.seed + n_existing)
+        abandoned = source.abandon_running("interrupted: the run was killed while it trained")
+        run = _Run(settings, folder, source=source, proxy=proxy.to_dict(),
+                   predict_latency=predict_latency, latency_source=latency_source, log=log)
 
-    log(f"GhostNAS {'resuming' if resumed else 'run'} -> {folder.path} | budget "
-        f"{format_flops(settings.budget_flops)} FLOPs (MACs at 224x224) | {settings.dataset}: "
-        f"{data.train_x.shape[0]} train / {data.val_x.shape[0]} held-out images, "
-        f"{data.num_classes} classes, proxy {proxy.epochs} epochs at {proxy.resolution}px | "
-        f"{settings.trials} candidates + {run.total_refs} references | sampler "
-        f"{settings.sampler}, scheduler {settings.scheduler}")
-    if resumed:
-        log(f"  already done: {run.candidates_done} candidates, "
-            f"{run.total_refs - len(run.refs)} references; {abandoned} interrupted trials "
-            "will be proposed again")
+        log(f"GhostNAS {'resuming' if resumed else 'run'} -> {folder.path} | budget "
+            f"{format_flops(settings.budget_flops)} FLOPs (MACs at 224x224) | {settings.dataset}: "
+            f"{data.train_x.shape[0]} train / {data.val_x.shape[0]} held-out images, "
+            f"{data.num_classes} classes, proxy {proxy.epochs} epochs at {proxy.resolution}px | "
+            f"{settings.trials} candidates + {run.total_refs} references | sampler "
+            f"{settings.sampler}, scheduler {settings.scheduler}")
+        if resumed:
+            log(f"  already done: {run.candidates_done} candidates, "
+                f"{run.total_refs - len(run.refs)} references; {abandoned} interrupted trials "
+                "will be proposed again")
 
-    todo = run.candidates_todo + len(run.refs)
-    interrupted = False
-    if todo:
-        interrupted = _tune(run, settings, data, proxy.epochs, todo)
-    if settings.measure_latency and predict_latency is None and not interrupted:
-        _measure_latencies(run)
-    if run.candidates_todo and not interrupted:
-        log(f"note: {run.candidates_done} of {settings.trials} candidates trained "
-            f"({run.source.exhausted_reason or 'see the errors above'})")
-    return folder
+        todo = run.candidates_todo + len(run.refs)
+        interrupted = False
+        if todo:
+            interrupted = _tune(run, settings, data, proxy.epochs)
+        if settings.measure_latency and predict_latency is None and not interrupted:
+            _measure_latencies(run)
+        if run.candidates_todo and not interrupted:
+            log(f"note: {run.candidates_done} of {settings.trials} candidates trained "
+                f"({run.source.exhausted_reason or 'see the errors above'})")
+        return folder
+
+
+def _row_arch(folder: RunFolder, row: dict):
+    """The architecture of a trials.csv row; a one-line error if the cell is damaged."""
+    try:
+        return architecture_from_dict(json.loads(row["arch"] or ""))
+    except (json.JSONDecodeError, RecursionError, ArchitectureError) as exc:
+        why = str(exc) if isinstance(exc, ArchitectureError) else "not valid JSON"
+        raise RunFolderError(f"{folder.trials_path}: trial {row['trial_id']!r}: its arch "
+                             f"{why}; the file is damaged (restore it, or pass a new --out)"
+                             ) from None
+
+
+def _ray_error(trial) -> str:
+    """One line on why Ray lost a trial (its worker or node died), from Tune's error file."""
+    text = ""
+    if trial is not None:
+        try:  # Tune appends "Failure # n (occurred at ...)" and the error's text per failure
+            with open(trial.error_file, encoding="utf-8", errors="replace") as fh:
+                text = fh.read().rpartition("Failure # ")[2]
+        except (OSError, TypeError):  # no error file (yet)
+            text = str(trial.get_error() or "")
+    lines = [ln.strip() for ln in text.splitlines()[1:] if ln.strip()]
+    # Prefer the line naming the exception over a traceback's frames.
+    named = [ln for ln in lines if ln.split(":")[0].endswith(("Error", "Exception"))]
+    what = (named or lines or ["the trial's Ray worker failed"])[0]
+    return f"Ray: {what}"[:300]
 
 
 def _epochs_done(result: dict) -> int:
@@ -424,7 +497,38 @@ def _storage(folder: RunFolder):
     from optuna.storages import JournalStorage
     from optuna.storages.journal import JournalFileBackend
 
+    _drop_torn_record(folder.study_path)
     return JournalStorage(JournalFileBackend(str(folder.study_path)))
+
+
+def _drop_torn_record(path: Path) -> None:
+    """Cut a journal back to its last whole record (line).
+
+    Optuna appends one JSON line per operation. A crash mid-append leaves a last line without
+    its newline: Optuna skips it when reading, but appends the next record right after it,
+    which makes a line that can never be parsed and a study that no longer loads.
+    """
+    if not path.is_file():
+        return
+    with open(path, "rb+") as fh:
+        size = fh.seek(0, os.SEEK_END)
+        if size == 0:
+            return
+        fh.seek(size - 1)
+        if fh.read(1) == b"\n":
+            return
+        keep = size
+        while keep > 0:  # scan back to the last newline, a block at a time
+            start = max(0, keep - 65536)
+            fh.seek(start)
+            cut = fh.read(keep - start).rfind(b"\n")
+            if cut >= 0:
+                keep = start + cut + 1
+                break
+            keep = start
+        fh.truncate(keep)
+        fh.flush()
+        os.fsync(fh.fileno())
 
 
 def _study_exists(storage) -> bool:
@@ -448,16 +552,13 @@ def _latency_predictor(settings: RunSettings):
     return table.predict, table.explain(create_architecture("ghostnet_100")).source
 
 
-def _tune(run: _Run, settings: RunSettings, data, epochs: int, todo: int) -> bool:
+def _tune(run: _Run, settings: RunSettings, data, epochs: int) -> bool:
     """Run the Ray Tune part; returns True if it was interrupted."""
-    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # the old reporter is silent at verbose=0
-    os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")  # rows are ours to write
-    os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+    _init_ray(settings)
     import ray
     from ray import tune
 
     GhostSearcher, ReferenceSafeASHA, Recorder = _ray_classes()
-    _init_ray(settings)
     resources = {"cpu": settings.cpus_per_trial}
     if settings.gpus_per_trial:
         resources["gpu"] = settings.gpus_per_trial
@@ -475,15 +576,19 @@ def _tune(run: _Run, settings: RunSettings, data, epochs: int, todo: int) -> boo
     tuner = tune.Tuner(
         trainable,
         tune_config=tune.TuneConfig(
-            search_alg=GhostSearcher(run), scheduler=scheduler, num_samples=todo,
+            # -1: as many as GhostSearcher gives (retries add trials) until it says FINISHED
+            search_alg=GhostSearcher(run), scheduler=scheduler, num_samples=-1,
             metric="top1", mode="max",
             reuse_actors=True,  # a new worker per trial costs seconds (process, torch import)
-            max_concurrent_trials=max_concurrent),
+            max_concurrent_trials=max_concurrent,
+            # Tune names trial folders after the config (the architecture) by default: long, and
+            # built from file content; ours are the trial ids, made safe for a file name.
+            trial_dirname_creator=_trial_dirname),
         run_config=tune.RunConfig(
             name=f"tune-{datetime.now():%Y%m%d-%H%M%S}",
             storage_path=str((run.folder.path / "ray").resolve()), verbose=0,
             callbacks=[Recorder(run)],
-            failure_config=tune.FailureConfig(max_failures=2)))
+            failure_config=tune.FailureConfig(max_failures=0)))  # _Run retries instead
     try:
         tuner.fit()
     except KeyboardInterrupt:
@@ -491,7 +596,11 @@ def _tune(run: _Run, settings: RunSettings, data, epochs: int, todo: int) -> boo
     finally:
         if settings.address is None:
             ray.shutdown()
-    return bool(run.live)
+    return bool(run.live or run.retries)
+
+
+def _trial_dirname(trial) -> str:
+    return safe_name(trial.config.get("trial_id") or trial.trial_id, default=trial.trial_id)
 
 
 def _slots(resources: dict[str, float]) -> int:
@@ -504,26 +613,94 @@ def _slots(resources: dict[str, float]) -> int:
     return max(1, min(fits)) if fits else 1
 
 
+# Ray's switch for clusters of several machines, on by default except on macOS and Windows.
+# Off, Ray keeps the loopback address as the node's address instead of replacing 127.0.0.1 by
+# the machine's network address (ray._private.services.resolve_ip_for_localhost), and its
+# servers (GCS, raylet, object manager, workers) listen on the node's address only.
+_RAY_SINGLE_MACHINE_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
+
+
+def _ray_address(settings: RunSettings) -> str | None:
+    """The Ray cluster to join (``--address``, else ``$RAY_ADDRESS``), or None for a private one."""
+    return settings.address or os.environ.get("RAY_ADDRESS") or None
+
+
+def _check_reachable(address: str) -> None:
+    """Fail in seconds, not after Ray's minutes of retries, when nothing listens at ``address``."""
+    import ipaddress
+    import socket
+
+    if "://" in address or address in ("auto", "local"):
+        return  # Ray Client (ray://), or Ray's own discovery: Ray's error messages apply
+    host, _, port = address.rpartition(":")
+    host = host.strip("[]")
+    if not host or not port.isdigit():
+        raise UserError(f"--address {address!r}: expected HOST:PORT of a Ray head node, e.g. "
+                        "10.0.0.5:6379 (the address 'ray start --head' prints)")
+    hosts = [host]
+    try:
+        loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        loopback = False
+    if loopback:
+        # Ray connects to this machine's network address instead, found as Ray finds it: the
+        # source address of a route out (a UDP "connect" sends nothing).
+        try:
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+                probe.connect(("8.8.8.8", 80))
+                hosts.append(probe.getsockname()[0])
+        except OSError:
+            pass
+    for h in hosts:
+        try:
+            socket.create_connection((h, int(port)), timeout=5).close()
+            return
+        except OSError:
+            continue
+    raise UserError(f"--address {address}: no Ray cluster answers there; start one with "
+                    "'ray start --head --port PORT' on the head node, check the address and the "
+                    "firewall, or leave --address out to run on this machine alone")
+
+
 def _init_ray(settings: RunSettings) -> None:
+    """Join the cluster at ``--address``, or start a private one on this machine."""
+    import ipaddress
     import logging
 
+    # Ray reads these when it is imported.
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # the old reporter is silent at verbose=0
+    os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")  # rows are ours to write
+    os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+    if _ray_address(settings) is None:
+        os.environ[_RAY_SINGLE_MACHINE_ENV] = "0"  # a private cluster on loopback (see below)
     import ray
 
     if ray.is_initialized():
         return
-    address = settings.address or os.environ.get("RAY_ADDRESS")
+    address = _ray_address(settings)
     common = {"log_to_driver": False, "logging_level": logging.ERROR,
               "configure_logging": True}
     if address:
         try:
             ray.init(address=address, **common)
-        except (ConnectionError, RuntimeError) as exc:
-            raise UserError(f"--address {address}: cannot connect to a Ray cluster there "
-                            f"({str(exc).splitlines()[0]}); start one with 'ray start --head' "
-                            "or leave --address out to run locally") from None
+        except (ConnectionError, RuntimeError, ray.exceptions.RayError) as exc:
+            # Something listens there (_check_reachable), but Ray could not join it: most often
+            # a cluster with token authentication (Ray >= 2.52) and a driver without the token.
+            raise UserError(f"--address {address}: the Ray cluster there refused this driver "
+                            f"({str(exc).splitlines()[0]}); if it uses token authentication, "
+                            "set RAY_AUTH_MODE=token and its token (RAY_AUTH_TOKEN, "
+                            "RAY_AUTH_TOKEN_PATH or ~/.ray/auth_token) as on its nodes, and "
+                            "use the same Ray version as the cluster") from None
         return
-    # A private, local cluster: loopback only, no dashboard (Ray has no authentication).
+    # A private, local cluster: every Ray server on loopback (_RAY_SINGLE_MACHINE_ENV, set
+    # above before Ray is imported), and no dashboard.
     ray.init(include_dashboard=False, _node_ip_address="127.0.0.1", **common)
+    host = ray.get_runtime_context().gcs_address.rpartition(":")[0].strip("[]")
+    if not ipaddress.ip_address(host).is_loopback:
+        ray.shutdown()
+        raise RuntimeError(
+            f"the private Ray cluster came up on {host}, not on loopback, so other machines "
+            f"could reach it; set {_RAY_SINGLE_MACHINE_ENV}=0 before Ray is imported")
 
 
 def _measure_latencies(run: _Run) -> None:
@@ -535,7 +712,7 @@ def _measure_latencies(run: _Run) -> None:
     run.log(f"measuring batch-1 latency at 224x224 of {len(todo)} networks on an idle machine "
             "(CPU, 1 thread; median of repeats)")
     for i, row in enumerate(todo, 1):
-        arch = architecture_from_dict(json.loads(row["arch"]))
+        arch = _row_arch(run.folder, row)
         rec = measure_latency(arch, resolution=224, batch=1, device="cpu", threads=1)
         row["latency_ms"] = rec.latency_ms
         row["latency_source"] = f"{rec.source} after the search, no trial running"

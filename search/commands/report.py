@@ -1,4 +1,8 @@
-"""``python -m search report RUN_DIR``: write the run's HTML report and pareto.csv."""
+"""``python -m search report RUN_DIR``: write the run's HTML report and pareto.csv.
+
+Safe on a run that is still going: the run replaces each file atomically, so the report reads a
+consistent snapshot; with ``--out`` it writes nothing into the run folder.
+"""
 
 from __future__ import annotations
 
@@ -8,9 +12,9 @@ import argparse
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("run_dir", metavar="RUN_DIR", help="the run folder (--out of 'search run')")
     p.add_argument("--out", metavar="FILE", default=None,
-                   help="where to write the HTML report (default: RUN_DIR/report.html); "
-                        "pareto.csv goes to RUN_DIR (skipped if --out is given and RUN_DIR "
-                        "is read-only)")
+                   help="write the HTML report to FILE and nothing into RUN_DIR (use it for a "
+                        "run that is still going, or one you may not write); default: "
+                        "RUN_DIR/report.html and RUN_DIR/pareto.csv")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from results import load_run, pareto_table
 from search.cli import main
 from search.runfolder import RunFolder
 from space import load_architecture
@@ -41,12 +42,14 @@ def one_line_error(capsys, argv, *match):
 
 def test_report_prints_path_and_pareto_table(run_dir, tmp_path, capsys):
     out = tmp_path / "report.html"
+    before = {p.name: p.read_bytes() for p in run_dir.iterdir()}
     assert main(["report", str(run_dir), "--out", str(out)]) == 0
+    assert {p.name: p.read_bytes() for p in run_dir.iterdir()} == before  # --out: nothing there
     text = capsys.readouterr().out
     assert text.splitlines()[0] == f"report: {out}" and out.stat().st_size > 1_000_000
     assert "Pareto set (top1/FLOPs)" in text and "stage table" in text
-    with open(run_dir / "pareto.csv", newline="") as fh:
-        front_ids = [r["trial_id"] for r in csv.DictReader(fh) if r["pareto_flops"] == "True"]
+    table = pareto_table(load_run(run_dir))
+    front_ids = list(table.loc[table["pareto_flops"], "trial_id"])
     assert front_ids
     for tid in front_ids:
         assert f"\n{tid} " in text
@@ -55,6 +58,8 @@ def test_report_prints_path_and_pareto_table(run_dir, tmp_path, capsys):
 def test_report_default_path(run_dir, capsys):
     assert main(["report", str(run_dir)]) == 0
     assert f"report: {run_dir / 'report.html'}" in capsys.readouterr().out
+    with open(run_dir / "pareto.csv", newline="") as fh:
+        assert any(r["pareto_flops"] == "True" for r in csv.DictReader(fh))
 
 
 def test_report_of_a_folder_that_is_not_a_run(tmp_path, capsys):
