@@ -27,6 +27,7 @@ from search.runfolder import RunFolder  # noqa: E402
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", default=None, help="write the JSON record here")
+    ap.add_argument("--log", default=None, help="write the job's own output here")
     ap.add_argument("extra", nargs="*", help="extra options for search run (after --)")
     args = ap.parse_args()
     info = machine()
@@ -36,6 +37,8 @@ def main() -> None:
         start = time.perf_counter()
         proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
         wall = time.perf_counter() - start
+        if args.log:
+            Path(args.log).write_text(proc.stdout + proc.stderr)
         rows = RunFolder(Path(tmp) / "run").read_trials() if proc.returncode == 0 else []
     if proc.returncode != 0:
         sys.exit(f"the main job failed (exit {proc.returncode}):\n{proc.stderr[-2000:]}")
