@@ -8,7 +8,7 @@ top-1. A trial whose Ray worker or node died is dispatched again by the driver (
 ``MAX_RETRIES`` times), then recorded as failed with Ray's reason. Trials only train and report;
 they write nothing, so a cluster needs no shared storage for results.
 
-Latency is measured after the last trial, on an idle machine (never next to a training trial),
+Latency is measured after the last trial, when none of the run's trials trains next to it,
 or predicted from a latency table (``--latency-table``) when the search needs it earlier.
 """
 
@@ -709,8 +709,8 @@ def _measure_latencies(run: _Run) -> None:
     todo = [r for r in run.rows if r["status"] != "failed" and r["latency_ms"] is None]
     if not todo:
         return
-    run.log(f"measuring batch-1 latency at 224x224 of {len(todo)} networks on an idle machine "
-            "(CPU, 1 thread; median of repeats)")
+    run.log(f"measuring batch-1 latency at 224x224 of {len(todo)} networks with no trial "
+            "running (CPU, 1 thread; median of repeats)")
     for i, row in enumerate(todo, 1):
         arch = _row_arch(run.folder, row)
         rec = measure_latency(arch, resolution=224, batch=1, device="cpu", threads=1)
