@@ -84,7 +84,10 @@ class ProxyConfig:
     threads: int | None = None  # torch.set_num_threads on CPU (the CPUs the trial was given)
     channels_last: bool = True  # NHWC: oneDNN's depthwise convs are much faster in it (measured
     # 1.3-1.5x for GhostNet training on a 2-core EPYC); tensor cores want it too
-    amp: str = "auto"  # "auto": bf16 (else fp16) autocast on CUDA, fp32 on CPU; or off/bf16/fp16
+    # "off" (fp32): at the proxy's 32 px a step is launch-bound, and autocast's extra casts made
+    # it slower on an H200 (5,195 vs 5,803 img/s, benchmarks/results/gpu_proxy_h200_partial.log).
+    # "auto": bf16 (else fp16) on CUDA, fp32 on CPU, for larger inputs; or bf16/fp16.
+    amp: str = "off"
     eval_batch_size: int = 512  # evaluation needs no gradients, so larger batches are cheap
     bn_momentum: float = 0.1  # set on every BatchNorm: torchvision's MobileNetV3 uses 0.01, whose
     # running statistics are still far off after a few hundred steps (top-1 at chance level)
