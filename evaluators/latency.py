@@ -859,13 +859,17 @@ class LatencyTable:
             if not in_table:
                 fallback.append(p)
         cal = self.calibration
-        s = self.settings
-        source = (f"predicted for {s.device_name} ({s.device}, {s.threads} thread"
-                  f"{'s' if s.threads != 1 else ''}, batch {s.batch}, {s.dtype}, "
-                  f"{s.resolution}px) by latency table"
-                  f"{' ' + Path(self.source).name if self.source else ''}")
         return Prediction(cal.scale * total + cal.offset_ms, total, len(ps), tuple(fallback),
-                          source)
+                          self.prediction_source)
+
+    @property
+    def prediction_source(self) -> str:
+        """What a predicted latency is, for a results table's ``latency_source`` column."""
+        s = self.settings
+        return (f"predicted for {s.device_name} ({s.device}, {s.threads} thread"
+                f"{'s' if s.threads != 1 else ''}, batch {s.batch}, {s.dtype}, "
+                f"{s.resolution}px) by latency table"
+                f"{' ' + Path(self.source).name if self.source else ''}")
 
     def predict(self, arch: Architecture | MobileNetV3Arch) -> float:
         """Predicted latency of ``arch`` in milliseconds: scale * sum of parts + offset."""

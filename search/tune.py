@@ -52,6 +52,8 @@ FAULT_ENV = "GHOSTNAS_INJECT_FAULT"
 # two failures of one dead actor (a reused actor's reset and train calls) and count the second,
 # which arrives while the trial waits for its restart, as final.
 MAX_RETRIES = 2
+# run.json counters, summed over a run and its resumptions
+COUNTERS = ("rejected_over_budget", "reused_duplicates", "fallback_proposals")
 
 
 def _now() -> str:
@@ -170,10 +172,14 @@ def _ray_classes():
 class _Run:
     """State of one run in the driver: rows, counters, the candidate source, progress."""
 
-    def __init__(self, settings: RunSettings, folder: RunFolder, *, source, proxy: dict,
-                 predict_latency, latency_source: str, log: Callable[[str], None]) -> None:
+    def __init__(self, settings: RunSettings, folder: RunFolder, *, meta: dict, source,
+                 proxy: dict, predict_latency, latency_source: str,
+                 log: Callable[[str], None]) -> None:
         self.settings = settings
         self.folder = folder
+        self.meta = meta  # run.json as written; counters are rewritten from here, not re-read
+        # counters of earlier (killed) runs of this folder, to which this run's are added
+        self.counter_base = {k: meta.get(k, 0) for k in COUNTERS}
         self.source = source
         self.proxy = proxy
         self.predict_latency = predict_latency
@@ -278,10 +284,10 @@ class _Run:
         elif status == "running":
             status = "early_stopped"  # the scheduler stopped it after fewer epochs
         top1 = None if status == "failed" else float(result["top1"])
+        arch = architecture_from_dict(config["arch"])
         latency = config["latency_ms"]
         if latency is None and self.predict_latency is not None and status != "failed":
-            latency = self.predict_latency(architecture_from_dict(config["arch"]))
-        arch = architecture_from_dict(config["arch"])
+            latency = self.predict_latency(arch)
         if config["kind"] == "candidate":
             if status == "failed":
                 self.source.fail(config["number"], reason)
@@ -332,12 +338,12 @@ class _Run:
         return max(ok, key=lambda r: r["top1"]) if ok else None
 
     def write_meta(self) -> None:
-        meta = self.folder.read_meta()
-        meta["rejected_over_budget"] = meta.get("rejected_base", 0) + self.source.rejected
-        meta["reused_duplicates"] = meta.get("reused_base", 0) + self.source.duplicates
-        meta["fallback_proposals"] = meta.get("fallback_base", 0) + self.source.fallbacks
-        meta["updated_at"] = _now()
-        self.folder.write_meta(meta)
+        now = {"rejected_over_budget": self.source.rejected,
+               "reused_duplicates": self.source.duplicates,
+               "fallback_proposals": self.source.fallbacks}
+        self.meta.update({k: self.counter_base[k] + now[k] for k in COUNTERS})
+        self.meta["updated_at"] = _now()
+        self.folder.write_meta(self.meta)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -396,9 +402,6 @@ def run_search(settings: RunSettings, out_dir: str | os.PathLike, *,
     with folder.lock():  # from here on, a second run into this folder is refused
         if resumed:
             meta = folder.read_meta()
-            meta["rejected_base"] = meta.get("rejected_over_budget", 0)
-            meta["reused_base"] = meta.get("reused_duplicates", 0)
-            meta["fallback_base"] = meta.get("fallback_proposals", 0)
             meta["settings"]["trials"] = settings.trials
             meta["resumed_at"] = meta.get("resumed_at", []) + [_now()]
         else:
@@ -435,7 +438,7 @@ def run_search(settings: RunSettings, out_dir: str | os.PathLike, *,
                                  if predict_latency else None,
                                  predict_latency=predict_latency, seed=settings.seed + n_existing)
         abandoned = source.abandon_running("interrupted: the run was killed while it trained")
-        run = _Run(settings, folder, source=source, proxy=proxy.to_dict(),
+        run = _Run(settings, folder, meta=meta, source=source, proxy=proxy.to_dict(),
                    predict_latency=predict_latency, latency_source=latency_source, log=log)
 
         log(f"GhostNAS {'resuming' if resumed else 'run'} -> {folder.path} | budget "
@@ -549,7 +552,7 @@ def _latency_predictor(settings: RunSettings):
 
     table = LatencyTable.load(settings.latency_table)
     table.check(resolution=DEFAULT_RESOLUTION)
-    return table.predict, table.explain(create_architecture("ghostnet_100")).source
+    return table.predict, table.prediction_source
 
 
 def _tune(run: _Run, settings: RunSettings, data, epochs: int) -> bool:

@@ -129,8 +129,8 @@ def run(args: argparse.Namespace) -> int:
         space_file=str(Path(args.space).resolve()) if args.space else None)
 
     folder = run_search(settings, out)
-    report = write_report(folder.path)
     run_data = load_run(folder.path)
+    report = write_report(run_data)
     front = pareto_front(run_data.trials, x="flops", y="top1")
     print(f"\nPareto set (proxy top1 % vs FLOPs = MACs at 224x224), {len(front)} candidates:")
     print(f"  {'trial':<8}{'top1 %':>8}{'MFLOPs':>9}{'params':>10}{'latency ms':>12}  stage table")

@@ -26,15 +26,11 @@ from evaluators.proxy import (
     resize_images,
     train_proxy,
 )
-from space import Architecture, Block, create_architecture
+from space import Architecture, create_architecture
 from tests.evaluators.test_data import write_cifar10, write_cifar100, write_image_folder
+from tests.helpers import SMALL_ARCH
 
-# Three small stages at width 0.5: trains in well under a second per epoch on digits.
-SMALL = Architecture(stages=(
-    (Block(k=3, exp=16, out=16, se=False),),
-    (Block(k=3, exp=48, out=24, se=False, stride=2),),
-    (Block(k=5, exp=72, out=40, se=True, stride=2), Block(k=3, exp=96, out=40, se=False, s=3)),
-), width=0.5, head=128)
+SMALL = SMALL_ARCH
 
 # threads=1: the test machine is shared; one thread per trial is also what the search uses.
 FAST = ProxyConfig(epochs=1, resolution=16, batch_size=32, threads=1, flip=False)

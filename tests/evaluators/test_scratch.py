@@ -34,14 +34,10 @@ from evaluators.scratch import (
     train_config,
     train_from_scratch,
 )
-from space import Architecture, Block, UserError
+from space import UserError
+from tests.helpers import SMALL_ARCH
 
-# Three small stages at width 0.5: a fraction of a second per epoch on 8x8 digits.
-SMALL = Architecture(stages=(
-    (Block(k=3, exp=16, out=16, se=False),),
-    (Block(k=3, exp=48, out=24, se=False, stride=2),),
-    (Block(k=5, exp=72, out=40, se=True, stride=2), Block(k=3, exp=96, out=40, se=False, s=3)),
-), width=0.5, head=128, dropout=0.2)
+SMALL = SMALL_ARCH
 
 # threads=1: the test machine is shared; flip on so that the augmentation RNG is exercised.
 FAST = TrainConfig(epochs=2, batch_size=32, threads=1, flip=True, bn_recalibrate=64)
