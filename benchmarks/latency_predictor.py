@@ -14,6 +14,10 @@ of them, then pass 2: about a pass's time apart) and reports
   uncalibrated sum of parts;
 * repeatability of the measurement itself: the share of pairs whose two measurements agree
   within +-10% (nn-Meter reports 99% on mobile CPUs);
+* the same figures for the uncorrected medians of the very same runs (``raw_ms``): what drift
+  correction against the reference block (see ``evaluators/latency.py``) buys on this machine.
+  The table's parts and networks, and every measurement here, are corrected against the
+  table's one reference time, so they share a unit;
 * the machine (CPU model, cores, torch version, threads) and the 1-minute load average before,
   during (the highest seen at the start of a measurement) and after, since a busy machine
   spoils both figures.
@@ -179,7 +183,8 @@ def main(argv: list[str] | None = None) -> int:
 
     def measure_controls() -> None:
         for n in controls:
-            rec = measure_latency(n.arch, threads=args.threads, resolution=args.resolution)
+            rec = measure_latency(n.arch, threads=args.threads, resolution=args.resolution,
+                                  reference_ms=table.reference_ms)
             drift.append(rec.latency_ms / n.measured_ms)
 
     measure_s = 0.0
@@ -189,7 +194,8 @@ def main(argv: list[str] | None = None) -> int:
             t_pass = time.perf_counter()
             for a in evaluated:
                 passes[k].append(measure_latency(a, threads=args.threads,
-                                                 resolution=args.resolution))
+                                                 resolution=args.resolution,
+                                                 reference_ms=table.reference_ms))
             if k == 0:
                 measure_s = time.perf_counter() - t_pass
         measure_controls()
@@ -203,6 +209,12 @@ def main(argv: list[str] | None = None) -> int:
     pred = [p.latency_ms for p in predictions]
     raw = [p.parts_sum_ms for p in predictions]
     repeat = [abs(y / x - 1) for x, y in zip(m1, m2, strict=True)]
+    corrected = all(r.raw_ms is not None for p in passes for r in p)
+    if corrected:
+        r1 = [r.raw_ms for r in passes[0]]
+        r2 = [r.raw_ms for r in passes[1]]
+        raw_mean = [(x + y) / 2 for x, y in zip(r1, r2, strict=True)]
+        raw_repeat = [abs(y / x - 1) for x, y in zip(r1, r2, strict=True)]
     result = {
         "machine": machine,
         "load_1m": load,
@@ -230,8 +242,16 @@ def main(argv: list[str] | None = None) -> int:
             "median_rel_ci": statistics.median(r.rel_ci for p in passes for r in p),
             "median_rel_iqr": statistics.median(r.rel_iqr for p in passes for r in p),
             # CPU time of the measuring thread < 95% of the wall time: it waited for a core
-            "preempted_share": sum(r.cpu_ms is not None and r.cpu_ms < 0.95 * r.latency_ms
+            "preempted_share": sum(r.cpu_ms is not None
+                                   and r.cpu_ms < 0.95 * (r.raw_ms or r.latency_ms)
                                    for p in passes for r in p) / (2 * n_eval)},
+        "drift_correction": ({"reference_ms": table.reference_ms,
+                              "uncorrected_prediction_vs_mean_of_two": agreement(pred, raw_mean),
+                              "uncorrected_repeatability": {
+                                  "within_10pct": sum(r <= 0.10 for r in raw_repeat) / n_eval,
+                                  "within_5pct": sum(r <= 0.05 for r in raw_repeat) / n_eval,
+                                  "median_abs_rel_diff": statistics.median(raw_repeat)}}
+                             if corrected else None),
         "latency_ms_range": [min(mean), max(mean)],
         # measured now / measured while building the table, over the reference models
         "control_drift": ({"median": statistics.median(drift), "min": min(drift),
@@ -240,6 +260,7 @@ def main(argv: list[str] | None = None) -> int:
         "rows": [{"describe": a.describe(), "predicted_ms": p.latency_ms,
                   "parts_sum_ms": p.parts_sum_ms, "fallback_parts": len(p.fallback),
                   "parts": p.parts, "measured_ms": [x.latency_ms, y.latency_ms],
+                  "raw_ms": [x.raw_ms, y.raw_ms],
                   "cpu_ms": [x.cpu_ms, y.cpu_ms], "load_1m": [x.load_1m, y.load_1m],
                   "arch": a.to_dict()}
                  for a, p, x, y in zip(evaluated, predictions, *passes, strict=True)],
@@ -262,6 +283,12 @@ def main(argv: list[str] | None = None) -> int:
     print(f"repeatability: {rp['within_10pct']:.0%} of pairs within +-10% (within 5%: "
           f"{rp['within_5pct']:.0%}; median |diff| {rp['median_abs_rel_diff']:.1%}, max "
           f"{rp['max_abs_rel_diff']:.1%})")
+    if corrected:
+        dc = result["drift_correction"]
+        print(f"without drift correction (same runs, uncorrected medians): prediction within "
+              f"+-10% {dc['uncorrected_prediction_vs_mean_of_two']['within_10pct']:.0%}, "
+              f"repeatability {dc['uncorrected_repeatability']['within_10pct']:.0%} within "
+              f"+-10%; reference block {table.reference_ms:.3f} ms")
     print(f"measurement: {ms['seconds_per_network']:.2f} s per network, median "
           f"{ms['median_repeats']:.0f} timed runs, CI target met in {ms['converged_share']:.0%}, "
           f"median spread (IQR/median) {ms['median_rel_iqr']:.1%}; latencies "

@@ -10,6 +10,23 @@ interval is within +-2% of it, or a time cap (1 s) is reached, whichever comes f
 malloc is first set to keep activation buffers between runs (:func:`steady_allocator`):
 otherwise the same network's latency depended on what the process had run before.
 
+**Drift correction (CPU).** A shared machine's speed moves from one run to the next: on the
+2-core cloud VM GhostNAS is developed on, the same network's median over 25 runs came within
++-10% of its usual value in only 48-80% of measurements, and whole stretches of tens of seconds
+ran 1.5x slow. So on CPU each timed run is paired with a timed run of a fixed *reference block*
+(``REFERENCE_PART``: a Ghost bottleneck with SE at 28 x 28, ~0.55 ms), run twice just before it
+and timed the second time (a first run after a large network is up to 1.6x slower from cold
+caches, which would make the reference depend on what ran before it). A run's corrected time is
+``its time * reference_ms / the reference's time in its pair``, and the measurement is the
+median of those. ``reference_ms`` is the reference block's time on the undisturbed machine in
+the same setting: the 10th percentile of its paired runs next to GhostNet 0.5x for 1.5 s, once
+per process (:func:`reference_latency`), or the one a latency table was built with, so that a
+table and the measurements compared with it share one unit. Measured that way the same networks
+came within +-10% in 97-100% of measurements, and at the level of the undisturbed machine's
+(within about 3% of the 10th percentile of uncorrected runs). The record keeps the uncorrected
+median (``raw_ms``); ``drift_correction=False`` turns it off; on CUDA it does not apply (CUDA
+events time the GPU alone).
+
 Timings on a machine that is busy with other work are slower and noisier. Every measurement
 therefore holds a machine-wide lock (``fcntl.flock`` on ``ghostnas-latency.lock`` in the temp
 directory, or the file named by ``$GHOSTNAS_LATENCY_LOCK``), so two GhostNAS measurements never
@@ -72,7 +89,7 @@ __all__ = [
     "measure_latency", "measurement_lock", "lock_path", "device_name", "Part", "parts",
     "part_module", "TableSettings", "Calibration", "NetworkTiming", "Prediction", "BuildProgress",
     "LatencyTable", "build_table", "DTYPES", "PART_FIELDS", "FEATURES", "TABLE_FORMAT",
-    "TABLE_VERSION", "LOCK_ENV", "steady_allocator",
+    "TABLE_VERSION", "LOCK_ENV", "steady_allocator", "reference_latency", "REFERENCE_PART",
 ]
 
 DTYPES: dict[str, torch.dtype] = {"float32": torch.float32, "float16": torch.float16,
@@ -88,6 +105,8 @@ MAX_TIME_S = 1.0
 PART_TIME_S = 0.2
 TARGET_REL_CI = 0.02
 MAX_REPEATS = 10_000
+REFERENCE_TIME_S = 1.5  # paired runs of the reference block that set reference_ms
+REFERENCE_QUANTILE = 0.10  # reference_ms = this quantile of them: the undisturbed machine
 
 
 class LatencyError(UserError):
@@ -267,6 +286,10 @@ class LatencyRecord:
     # Median CPU time of the measuring thread per run (CPU with 1 thread only, else None). Well
     # below latency_ms means the thread was waiting for a core: other processes were running.
     cpu_ms: float | None
+    # Drift correction (CPU): the uncorrected median, and the reference block's undisturbed time
+    # that latency_ms is expressed against (None: not corrected; see the module docstring).
+    raw_ms: float | None = None
+    reference_ms: float | None = None
     method: str = "measured"
 
     @property
@@ -279,16 +302,17 @@ class LatencyRecord:
         """For a results table's ``latency_source`` column."""
         return (f"measured on {self.device_name} ({self.device}, {self.threads} thread"
                 f"{'s' if self.threads != 1 else ''}, batch {self.batch}, {self.dtype}, "
-                f"{self.resolution}px)")
+                f"{self.resolution}px{', drift-corrected' if self.reference_ms else ''})")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
 class _Timing(NamedTuple):
-    samples_ms: list[float]
+    samples_ms: list[float]  # corrected when there is a reference (raw_ms: the uncorrected ones)
     converged: bool
     cpu_ms: list[float]  # the measuring thread's CPU time per run, if asked for
+    raw_ms: list[float]  # uncorrected times when a reference was run, else empty
 
 
 def _median_rel_ci(samples: list[float]) -> float:
@@ -303,16 +327,26 @@ def _median_rel_ci(samples: list[float]) -> float:
 
 
 def _time_runs(fn: Callable[[], Any], *, device: str, warmup: int, repeats: int | None,
-               max_time_s: float, target_rel_ci: float, cpu_clock: bool = False) -> _Timing:
-    """Time ``fn`` run after run; fixed ``repeats``, or adaptive (see the module docstring)."""
+               max_time_s: float, target_rel_ci: float, cpu_clock: bool = False,
+               reference: tuple[Callable[[], Any], float] | None = None) -> _Timing:
+    """Time ``fn`` run after run; fixed ``repeats``, or adaptive (see the module docstring).
+
+    ``reference`` = (reference block's run, its undisturbed ms): each run of ``fn`` is preceded
+    by two runs of the reference, the second timed, and the sample is ``fn``'s time scaled by
+    the machine's slowdown in that pair (CPU only).
+    """
     cuda = device == "cuda"
     for _ in range(warmup):
+        if reference is not None:
+            reference[0]()
+            reference[0]()
         fn()
     if cuda:
         torch.cuda.synchronize()
         start_ev = torch.cuda.Event(enable_timing=True)
         end_ev = torch.cuda.Event(enable_timing=True)
     samples: list[float] = []
+    raw: list[float] = []
     cpu: list[float] = []
     deadline = time.perf_counter() + max_time_s
     next_check = MIN_REPEATS
@@ -324,16 +358,22 @@ def _time_runs(fn: Callable[[], Any], *, device: str, warmup: int, repeats: int 
             end_ev.record()
             end_ev.synchronize()
             samples.append(start_ev.elapsed_time(end_ev))
-        elif cpu_clock:
-            c0 = time.thread_time_ns()
-            t0 = time.perf_counter_ns()
-            fn()
-            samples.append((time.perf_counter_ns() - t0) / 1e6)
-            cpu.append((time.thread_time_ns() - c0) / 1e6)
         else:
+            if reference is not None:
+                reference[0]()  # warms the caches: the timed run below is a warm one
+                t0 = time.perf_counter_ns()
+                reference[0]()
+                ref_ns = time.perf_counter_ns() - t0
+            c0 = time.thread_time_ns() if cpu_clock else 0
             t0 = time.perf_counter_ns()
             fn()
-            samples.append((time.perf_counter_ns() - t0) / 1e6)
+            t_ms = (time.perf_counter_ns() - t0) / 1e6
+            if cpu_clock:
+                cpu.append((time.thread_time_ns() - c0) / 1e6)
+            if reference is not None:
+                raw.append(t_ms)
+                t_ms *= reference[1] / (max(ref_ns, 1) / 1e6)
+            samples.append(t_ms)
         n = len(samples)
         if repeats is not None:
             if n >= repeats:
@@ -348,7 +388,85 @@ def _time_runs(fn: Callable[[], Any], *, device: str, warmup: int, repeats: int 
             next_check = n + max(1, n // 8)  # sorting every run would cost O(n^2 log n)
         if time.perf_counter() >= deadline or n >= MAX_REPEATS:
             break
-    return _Timing(samples, converged, cpu)
+    return _Timing(samples, converged, cpu, raw)
+
+
+def _reference_run(device: str, dtype: str) -> Callable[[], Any]:
+    """One inference run of the reference block (fixed weights), as a closure."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        module = part_module(REFERENCE_PART).to(device=device, dtype=DTYPES[dtype]).eval()
+        x = torch.randn(1, _part_input_channels(REFERENCE_PART), REFERENCE_PART.field("side"),
+                        REFERENCE_PART.field("side"), device=device, dtype=DTYPES[dtype])
+
+    def run() -> Any:
+        with torch.inference_mode():
+            return module(x)
+
+    return run
+
+
+_references: dict[tuple[int, str], tuple[Callable[[], Any], float]] = {}  # (threads, dtype)
+_reference_runs: dict[str, Callable[[], Any]] = {}  # dtype -> the reference block's run
+
+
+def reference_latency(*, threads: int = 1, dtype: str = "float32") -> float:
+    """The reference block's undisturbed CPU time in ms with ``threads`` threads, in this process.
+
+    Measured once per process and setting, under the latency lock: the reference paired with
+    GhostNet 0.5x at 224 exactly as in a measurement, for ``REFERENCE_TIME_S``; the
+    ``REFERENCE_QUANTILE`` of its timed runs. Repeats across processes within about +-2% on the
+    development VM.
+    """
+    _check_options(device="cpu", threads=threads, batch=1, dtype=dtype, resolution=224)
+    return _reference(threads, dtype)[1]
+
+
+def _reference(threads: int, dtype: str) -> tuple[Callable[[], Any], float]:
+    key = (threads, dtype)
+    if key not in _references:
+        if dtype not in _reference_runs:
+            _reference_runs[dtype] = _reference_run("cpu", dtype)
+        run = _reference_runs[dtype]
+        from space.registry import create_architecture
+
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(0)
+            context = create_architecture("ghostnet_050").build().to(dtype=DTYPES[dtype]).eval()
+            x = torch.randn(1, 3, 224, 224, dtype=DTYPES[dtype])
+        steady_allocator()
+        with measurement_lock(), _threads(threads), torch.inference_mode():
+            samples: list[float] = []
+            for i in range(-WARMUP, 10**9):
+                run()
+                t0 = time.perf_counter_ns()
+                run()
+                t = (time.perf_counter_ns() - t0) / 1e6
+                context(x)
+                if i == 0:
+                    deadline = time.perf_counter() + REFERENCE_TIME_S
+                if i >= 0:
+                    samples.append(t)
+                    if time.perf_counter() >= deadline and len(samples) >= MIN_REPEATS:
+                        break
+        samples.sort()
+        _references[key] = (run, samples[int(REFERENCE_QUANTILE * (len(samples) - 1))])
+    return _references[key]
+
+
+def _reference_for(device: str, threads: int, dtype: str, drift_correction: bool,
+                   reference_ms: float | None) -> tuple[Callable[[], Any], float] | None:
+    """The (run, ms) pair a CPU measurement is corrected against, or None."""
+    if device != "cpu" or not drift_correction:
+        return None
+    if reference_ms is not None:
+        if not (isinstance(reference_ms, (int, float)) and math.isfinite(reference_ms)
+                and reference_ms > 0):
+            raise LatencyError(f"reference_ms: got {reference_ms!r}, expected a positive number")
+        if dtype not in _reference_runs:
+            _reference_runs[dtype] = _reference_run("cpu", dtype)
+        return _reference_runs[dtype], float(reference_ms)
+    return _reference(threads, dtype)
 
 
 @contextlib.contextmanager
@@ -375,7 +493,8 @@ def _check_timing(*, warmup: int, repeats: int | None, max_time_s: float,
 
 
 def _record(timing: _Timing, *, warmup: int, device: str, threads: int, batch: int, dtype: str,
-            resolution: int, locked: bool, load_1m: float | None) -> LatencyRecord:
+            resolution: int, locked: bool, load_1m: float | None,
+            reference_ms: float | None = None) -> LatencyRecord:
     s = sorted(timing.samples_ms)
     q = statistics.quantiles(s, n=20, method="inclusive") if len(s) > 1 else [s[0]] * 19
     return LatencyRecord(
@@ -383,7 +502,9 @@ def _record(timing: _Timing, *, warmup: int, device: str, threads: int, batch: i
         rel_ci=_median_rel_ci(s), repeats=len(s), warmup=warmup, converged=timing.converged,
         device=device, device_name=device_name(device), threads=threads, batch=batch,
         dtype=dtype, resolution=resolution, torch_version=torch.__version__, locked=locked,
-        load_1m=load_1m, cpu_ms=statistics.median(timing.cpu_ms) if timing.cpu_ms else None)
+        load_1m=load_1m, cpu_ms=statistics.median(timing.cpu_ms) if timing.cpu_ms else None,
+        raw_ms=statistics.median(timing.raw_ms) if timing.raw_ms else None,
+        reference_ms=reference_ms if timing.raw_ms else None)
 
 
 @contextlib.contextmanager
@@ -408,7 +529,8 @@ def measure_latency(model_or_arch: nn.Module | Architecture | MobileNetV3Arch, *
                     resolution: int = 224, batch: int = 1, device: str = "cpu", threads: int = 1,
                     warmup: int = WARMUP, repeats: int | None = None,
                     max_time_s: float = MAX_TIME_S, target_rel_ci: float = TARGET_REL_CI,
-                    dtype: str = "float32", lock: bool = True) -> LatencyRecord:
+                    dtype: str = "float32", lock: bool = True, drift_correction: bool = True,
+                    reference_ms: float | None = None) -> LatencyRecord:
     """Measure batch-``batch`` inference latency of a network (see the module docstring).
 
     ``model_or_arch``: an architecture value (built with the deployment stem stride 2) or a
@@ -416,6 +538,9 @@ def measure_latency(model_or_arch: nn.Module | Architecture | MobileNetV3Arch, *
     ``repeats=None`` adapts the number of timed runs (at least 7; until the median's 95% CI is
     within ``target_rel_ci`` of it, or ``max_time_s`` of timed runs); an integer fixes it.
     ``lock=False`` skips the machine-wide lock (the record then says ``locked=False``).
+    On CPU the runs are drift-corrected against the reference block (module docstring), whose
+    undisturbed time is ``reference_ms`` if given (a table's), else :func:`reference_latency`;
+    ``drift_correction=False`` reports plain times.
     """
     _check_options(device=device, threads=threads, batch=batch, dtype=dtype, resolution=resolution)
     _check_timing(warmup=warmup, repeats=repeats, max_time_s=max_time_s,
@@ -428,6 +553,7 @@ def measure_latency(model_or_arch: nn.Module | Architecture | MobileNetV3Arch, *
         raise LatencyError(f"model_or_arch: got {type(model_or_arch).__name__}, expected an "
                            "nn.Module or an architecture value")
     steady_allocator()
+    reference = _reference_for(device, threads, dtype, drift_correction, reference_ms)
     x = torch.randn(batch, 3, resolution, resolution, device=device, dtype=DTYPES[dtype])
     lock_cm = measurement_lock() if lock else contextlib.nullcontext(False)
     with lock_cm as locked, _threads(threads), _prepared(module, device, dtype) as m, \
@@ -435,9 +561,10 @@ def measure_latency(model_or_arch: nn.Module | Architecture | MobileNetV3Arch, *
         load = _load_1m()
         timing = _time_runs(lambda: m(x), device=device, warmup=warmup, repeats=repeats,
                             max_time_s=max_time_s, target_rel_ci=target_rel_ci,
-                            cpu_clock=device == "cpu" and threads == 1)
+                            cpu_clock=device == "cpu" and threads == 1, reference=reference)
     return _record(timing, warmup=warmup, device=device, threads=threads, batch=batch,
-                   dtype=dtype, resolution=resolution, locked=bool(locked), load_1m=load)
+                   dtype=dtype, resolution=resolution, locked=bool(locked), load_1m=load,
+                   reference_ms=reference[1] if reference else None)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -591,6 +718,11 @@ def part_module(part: Part) -> nn.Module:
 
 def _part_input_channels(part: Part) -> int:
     return 3 if part.kind.endswith("_stem") else part.field("cin")
+
+
+# The reference block of drift correction (module docstring): GhostNet 1.0x's 5th block with SE
+# on (28 x 28, 40 -> 120 -> 40): dense 1x1, depthwise and SE kernels, ~0.5 ms on one thread.
+REFERENCE_PART = Part("ghost_block", (28, 40, 120, 40, 3, 2, 3, 1, True))
 
 
 # Features of the fallback model, per batch element: ms = sum(coef[i] * feature[i]).
@@ -871,6 +1003,13 @@ class LatencyTable:
                 f"{s.resolution}px) by latency table"
                 f"{' ' + Path(self.source).name if self.source else ''}")
 
+    @property
+    def reference_ms(self) -> float | None:
+        """The reference block's time its CPU measurements were corrected against (None: not
+        corrected); pass it to :func:`measure_latency` to measure in the table's unit."""
+        ref = self.measurement.get("reference_ms")
+        return float(ref) if isinstance(ref, (int, float)) and ref > 0 else None
+
     def predict(self, arch: Architecture | MobileNetV3Arch) -> float:
         """Predicted latency of ``arch`` in milliseconds: scale * sum of parts + offset."""
         return self.explain(arch).latency_ms
@@ -1125,7 +1264,8 @@ def build_table(archs: Sequence[Architecture | MobileNetV3Arch], *,
                 batch: int = 1, dtype: str = "float32", resolution: int = 224,
                 warmup: int = WARMUP, repeats: int | None = None,
                 part_time_s: float = PART_TIME_S, network_time_s: float = MAX_TIME_S,
-                target_rel_ci: float = TARGET_REL_CI,
+                target_rel_ci: float = TARGET_REL_CI, drift_correction: bool = True,
+                reference_ms: float | None = None,
                 progress: Callable[[BuildProgress], None] | None = None) -> LatencyTable:
     """Measure the unique parts of ``archs`` and the whole networks; fit fallback and calibration.
 
@@ -1137,6 +1277,9 @@ def build_table(archs: Sequence[Architecture | MobileNetV3Arch], *,
     Each measurement holds the machine-wide lock; other processes' measurements may run
     between two of them rather than wait for the whole build. ``names`` label ``archs`` then
     ``holdout`` in the file (default ``arch0``, ``arch1``, ... and ``holdout0``, ...).
+    On CPU every part and network is drift-corrected against one reference time
+    (``reference_ms``, default :func:`reference_latency`), kept in the table's ``measurement``
+    so that later measurements compared with it can use the same unit.
     """
     _check_options(device=device, threads=threads, batch=batch, dtype=dtype, resolution=resolution)
     _check_timing(warmup=warmup, repeats=repeats, max_time_s=min(part_time_s, network_time_s),
@@ -1159,8 +1302,11 @@ def build_table(archs: Sequence[Architecture | MobileNetV3Arch], *,
         seen.update(new)
         plan.append((i, new))
     n_parts, n_nets = len(seen), len(archs) + len(holdout)
+    reference = _reference_for(device, threads, dtype, drift_correction, reference_ms)
     timing = {"warmup": warmup, "repeats": repeats, "part_time_s": part_time_s,
-              "network_time_s": network_time_s, "target_rel_ci": target_rel_ci}
+              "network_time_s": network_time_s, "target_rel_ci": target_rel_ci,
+              "reference_ms": reference[1] if reference else None,
+              "reference_part": REFERENCE_PART.to_dict() if reference else None}
 
     start = time.perf_counter()
     spent = {"part": [0.0, 0], "net": [0.0, 0]}  # seconds, count
@@ -1184,7 +1330,8 @@ def build_table(archs: Sequence[Architecture | MobileNetV3Arch], *,
                         device=device, dtype=DTYPES[dtype])
         with measurement_lock(), torch.inference_mode():
             t = _time_runs(lambda: module(x), device=device, warmup=warmup, repeats=repeats,
-                           max_time_s=part_time_s, target_rel_ci=target_rel_ci)
+                           max_time_s=part_time_s, target_rel_ci=target_rel_ci,
+                           reference=reference)
         spent["part"][0] += time.perf_counter() - t0
         spent["part"][1] += 1
         return statistics.median(t.samples_ms)
@@ -1194,7 +1341,8 @@ def build_table(archs: Sequence[Architecture | MobileNetV3Arch], *,
         rec = measure_latency(arch, resolution=resolution, batch=batch, device=device,
                               threads=threads, warmup=warmup, repeats=repeats,
                               max_time_s=network_time_s, target_rel_ci=target_rel_ci,
-                              dtype=dtype)
+                              dtype=dtype, drift_correction=reference is not None,
+                              reference_ms=reference[1] if reference else None)
         spent["net"][0] += time.perf_counter() - t0
         spent["net"][1] += 1
         return rec

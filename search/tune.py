@@ -713,7 +713,8 @@ def _measure_latencies(run: _Run) -> None:
     if not todo:
         return
     run.log(f"measuring batch-1 latency at 224x224 of {len(todo)} networks with no trial "
-            "running (CPU, 1 thread; median of repeats)")
+            "running (CPU, 1 thread; median of repeats, drift-corrected against a reference "
+            "block)")
     for i, row in enumerate(todo, 1):
         arch = _row_arch(run.folder, row)
         rec = measure_latency(arch, resolution=224, batch=1, device="cpu", threads=1)
@@ -721,4 +722,4 @@ def _measure_latencies(run: _Run) -> None:
         row["latency_source"] = f"{rec.source} after the search, no trial running"
         run.folder.write_trials(run.rows)
         run.log(f"  [{i}/{len(todo)}] {row['name'] or row['trial_id']:<22} "
-                f"{rec.latency_ms:7.2f} ms (median)")
+                f"{rec.latency_ms:7.2f} ms (median; uncorrected {rec.raw_ms or rec.latency_ms:.2f})")

@@ -5,8 +5,10 @@ from __future__ import annotations
 import json
 import math
 import random
+import statistics
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -14,10 +16,12 @@ import torch
 
 from evaluators.latency import (
     FEATURES,
+    REFERENCE_PART,
     LatencyError,
     LatencyTable,
     LatencyTableError,
     LatencyTableMismatch,
+    _time_runs,
     build_table,
     device_name,
     lock_path,
@@ -25,6 +29,7 @@ from evaluators.latency import (
     measurement_lock,
     part_module,
     parts,
+    reference_latency,
 )
 from space import create_architecture, list_models
 from space.io import MAX_JSON_BYTES
@@ -76,6 +81,43 @@ def test_measurement_record_is_sane_and_threads_restored():
     assert rec.locked and not rec.converged  # fixed repeats never claim convergence
     assert rec.cpu_ms is not None and rec.cpu_ms > 0
     assert "measured on" in rec.source and json.dumps(rec.to_dict())
+
+
+def test_cpu_measurement_is_drift_corrected_and_keeps_the_raw_median():
+    arch = create_architecture("ghostnet_050")
+    rec = measure_latency(arch, resolution=64, warmup=1, repeats=5, reference_ms=0.5)
+    assert rec.reference_ms == 0.5 and rec.raw_ms is not None and rec.raw_ms > 0
+    assert "drift-corrected" in rec.source
+    plain = measure_latency(arch, resolution=64, warmup=1, repeats=5, drift_correction=False)
+    assert plain.raw_ms is None and plain.reference_ms is None
+    assert "drift-corrected" not in plain.source
+    with pytest.raises(LatencyError, match="reference_ms: got -1"):
+        measure_latency(arch, resolution=64, repeats=2, reference_ms=-1)
+
+
+def _busy(ms: float) -> None:
+    end = time.perf_counter() + ms / 1000
+    while time.perf_counter() < end:
+        pass
+
+
+def test_drift_correction_undoes_a_machine_that_slows_down_half_the_time():
+    """A simulated machine running at half speed in every other stretch of 4 runs: the corrected
+    median is the full-speed time, the uncorrected one is not."""
+    speed = {"n": 0}
+
+    def factor() -> float:
+        return 2.0 if (speed["n"] // 8) % 2 else 1.0
+
+    def reference() -> None:
+        speed["n"] += 1  # two reference runs per pair: stretches of 4 pairs
+        _busy(1.0 * factor())
+
+    timing = _time_runs(lambda: _busy(8.0 * factor()), device="cpu", warmup=0, repeats=24,
+                        max_time_s=10, target_rel_ci=0.01, reference=(reference, 1.0))
+    assert statistics.median(timing.samples_ms) == pytest.approx(8.0, rel=0.08)
+    slow = sorted(timing.raw_ms)[len(timing.raw_ms) // 2 + 2]
+    assert slow > 14  # the raw runs do show the slowdown
 
 
 def test_adaptive_measurement_stops_at_the_time_cap():
@@ -164,6 +206,14 @@ def test_table_round_trips_through_json_exactly(tiny_table, tmp_path):
     assert loaded == table
     assert loaded.dumps() == path.read_text(encoding="utf-8")
     assert loaded.source == str(path)
+
+
+def test_table_keeps_its_reference_time_for_measurements_in_its_unit(tiny_table, tmp_path):
+    table = tiny_table[0]
+    assert table.reference_ms == pytest.approx(reference_latency())  # the process's, measured once
+    assert table.measurement["reference_part"] == REFERENCE_PART.to_dict()
+    table.save(tmp_path / "t.json")
+    assert LatencyTable.load(tmp_path / "t.json").reference_ms == table.reference_ms
 
 
 def test_prediction_is_the_calibrated_sum_of_the_entries(tiny_table):
