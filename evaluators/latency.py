@@ -391,13 +391,14 @@ def _time_runs(fn: Callable[[], Any], *, device: str, warmup: int, repeats: int 
     return _Timing(samples, converged, cpu, raw)
 
 
-def _reference_run(device: str, dtype: str) -> Callable[[], Any]:
-    """One inference run of the reference block (fixed weights), as a closure."""
+@functools.cache
+def _reference_run(dtype: str) -> Callable[[], Any]:
+    """One CPU inference run of the reference block (fixed weights), as a closure."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
-        module = part_module(REFERENCE_PART).to(device=device, dtype=DTYPES[dtype]).eval()
-        x = torch.randn(1, _part_input_channels(REFERENCE_PART), REFERENCE_PART.field("side"),
-                        REFERENCE_PART.field("side"), device=device, dtype=DTYPES[dtype])
+        module = part_module(REFERENCE_PART).to(dtype=DTYPES[dtype]).eval()
+        side = REFERENCE_PART.field("side")
+        x = torch.randn(1, _part_input_channels(REFERENCE_PART), side, side, dtype=DTYPES[dtype])
 
     def run() -> Any:
         with torch.inference_mode():
@@ -406,67 +407,55 @@ def _reference_run(device: str, dtype: str) -> Callable[[], Any]:
     return run
 
 
-_references: dict[tuple[int, str], tuple[Callable[[], Any], float]] = {}  # (threads, dtype)
-_reference_runs: dict[str, Callable[[], Any]] = {}  # dtype -> the reference block's run
-
-
 def reference_latency(*, threads: int = 1, dtype: str = "float32") -> float:
     """The reference block's undisturbed CPU time in ms with ``threads`` threads, in this process.
 
     Measured once per process and setting, under the latency lock: the reference paired with
-    GhostNet 0.5x at 224 exactly as in a measurement, for ``REFERENCE_TIME_S``; the
-    ``REFERENCE_QUANTILE`` of its timed runs. Repeats across processes within about +-2% on the
-    development VM.
+    GhostNet 0.5x at 224 exactly as in a measurement (two runs, the second timed, then the
+    network), for ``REFERENCE_TIME_S``; the ``REFERENCE_QUANTILE`` of its timed runs.
     """
     _check_options(device="cpu", threads=threads, batch=1, dtype=dtype, resolution=224)
-    return _reference(threads, dtype)[1]
+    return _reference_ms(threads, dtype)
 
 
-def _reference(threads: int, dtype: str) -> tuple[Callable[[], Any], float]:
-    key = (threads, dtype)
-    if key not in _references:
-        if dtype not in _reference_runs:
-            _reference_runs[dtype] = _reference_run("cpu", dtype)
-        run = _reference_runs[dtype]
-        from space.registry import create_architecture
+@functools.cache  # positional arguments only: one cache entry per (threads, dtype)
+def _reference_ms(threads: int, dtype: str) -> float:
+    from space.registry import create_architecture
 
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(0)
-            context = create_architecture("ghostnet_050").build().to(dtype=DTYPES[dtype]).eval()
-            x = torch.randn(1, 3, 224, 224, dtype=DTYPES[dtype])
-        steady_allocator()
-        with measurement_lock(), _threads(threads), torch.inference_mode():
-            samples: list[float] = []
-            for i in range(-WARMUP, 10**9):
-                run()
-                t0 = time.perf_counter_ns()
-                run()
-                t = (time.perf_counter_ns() - t0) / 1e6
-                context(x)
-                if i == 0:
-                    deadline = time.perf_counter() + REFERENCE_TIME_S
-                if i >= 0:
-                    samples.append(t)
-                    if time.perf_counter() >= deadline and len(samples) >= MIN_REPEATS:
-                        break
-        samples.sort()
-        _references[key] = (run, samples[int(REFERENCE_QUANTILE * (len(samples) - 1))])
-    return _references[key]
+    run = _reference_run(dtype)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        context = create_architecture("ghostnet_050").build().to(dtype=DTYPES[dtype]).eval()
+        x = torch.randn(1, 3, 224, 224, dtype=DTYPES[dtype])
+    steady_allocator()
+    samples: list[float] = []
+    with measurement_lock(), _threads(threads), torch.inference_mode():
+        for _ in range(WARMUP):
+            run()
+            run()
+            context(x)
+        deadline = time.perf_counter() + REFERENCE_TIME_S
+        while time.perf_counter() < deadline or len(samples) < MIN_REPEATS:
+            run()
+            t0 = time.perf_counter_ns()
+            run()
+            samples.append((time.perf_counter_ns() - t0) / 1e6)
+            context(x)
+    samples.sort()
+    return samples[int(REFERENCE_QUANTILE * (len(samples) - 1))]
 
 
 def _reference_for(device: str, threads: int, dtype: str, drift_correction: bool,
                    reference_ms: float | None) -> tuple[Callable[[], Any], float] | None:
-    """The (run, ms) pair a CPU measurement is corrected against, or None."""
+    """The (run, undisturbed ms) pair a CPU measurement is corrected against, or None."""
     if device != "cpu" or not drift_correction:
         return None
-    if reference_ms is not None:
-        if not (isinstance(reference_ms, (int, float)) and math.isfinite(reference_ms)
-                and reference_ms > 0):
-            raise LatencyError(f"reference_ms: got {reference_ms!r}, expected a positive number")
-        if dtype not in _reference_runs:
-            _reference_runs[dtype] = _reference_run("cpu", dtype)
-        return _reference_runs[dtype], float(reference_ms)
-    return _reference(threads, dtype)
+    if reference_ms is None:
+        reference_ms = reference_latency(threads=threads, dtype=dtype)
+    elif not (isinstance(reference_ms, (int, float)) and math.isfinite(reference_ms)
+              and reference_ms > 0):
+        raise LatencyError(f"reference_ms: got {reference_ms!r}, expected a positive number")
+    return _reference_run(dtype), float(reference_ms)
 
 
 @contextlib.contextmanager

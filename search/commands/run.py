@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from evaluators.data import DATASETS
+
 DEFAULT_TRIALS = 12
 
 
@@ -43,8 +45,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="seeds the sampler, the held-out split, weights and batch order")
 
     g = p.add_argument_group("data")
-    g.add_argument("--dataset", choices=("digits", "cifar10", "cifar100", "folder"),
-                   default="digits",
+    g.add_argument("--dataset", choices=DATASETS, default="digits",
                    help="digits: scikit-learn's handwritten digits, embedded (no download); "
                         "cifar10/cifar100: the Python-format folder in --data-dir; folder: "
                         "class sub-folders of images in --data-dir")

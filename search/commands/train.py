@@ -18,11 +18,11 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, TextIO
 
+from evaluators.data import DATASETS
 from space import UserError
 
 TRAIN_FORMAT = "ghostnas-train"  # train.json's "format": marks DIR as a train output
 OWN_FILES = ("checkpoint.pt", "train.json", "arch.json", "model.onnx")
-DATASET_CHOICES = ("digits", "cifar10", "cifar100", "folder")
 # option -> (flag, minimum) for the integers checked here, before anything slow
 _INT_OPTIONS = {"epochs": ("--epochs", 1), "batch_size": ("--batch-size", 2),
                 "max_train": ("--max-train", 2), "seed": ("--seed", 0),
@@ -43,7 +43,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="an architecture JSON file (e.g. written by 'search export'; its "
                         "provenance is kept) or a registered model name (e.g. ghostnet_100)")
     g = p.add_argument_group("data and length")
-    g.add_argument("--dataset", choices=DATASET_CHOICES, default=None,
+    g.add_argument("--dataset", choices=DATASETS, default=None,
                    help="digits (embedded), cifar10/cifar100 (Python-format folder in "
                         "--data-dir) or folder (class sub-folders in --data-dir); required "
                         "unless --resume")
