@@ -11,21 +11,26 @@ malloc is first set to keep activation buffers between runs (:func:`steady_alloc
 otherwise the same network's latency depended on what the process had run before.
 
 **Drift correction (CPU).** A shared machine's speed moves from one run to the next: on the
-2-core cloud VM GhostNAS is developed on, the same network's median over 25 runs came within
-+-10% of its usual value in only 48-80% of measurements, and whole stretches of tens of seconds
-ran 1.5x slow. So on CPU each timed run is paired with a timed run of a fixed *reference block*
-(``REFERENCE_PART``: a Ghost bottleneck with SE at 28 x 28, ~0.55 ms), run twice just before it
-and timed the second time (a first run after a large network is up to 1.6x slower from cold
-caches, which would make the reference depend on what ran before it). A run's corrected time is
-``its time * reference_ms / the reference's time in its pair``, and the measurement is the
-median of those. ``reference_ms`` is the reference block's time on the undisturbed machine in
-the same setting: the 10th percentile of its paired runs next to GhostNet 0.5x for 1.5 s, once
-per process (:func:`reference_latency`), or the one a latency table was built with, so that a
-table and the measurements compared with it share one unit. Measured that way the same networks
-came within +-10% in 97-100% of measurements, and at the level of the undisturbed machine's
-(within about 3% of the 10th percentile of uncorrected runs). The record keeps the uncorrected
-median (``raw_ms``); ``drift_correction=False`` turns it off; on CUDA it does not apply (CUDA
-events time the GPU alone).
+2-core cloud VM GhostNAS is developed on, a plain measurement (25 runs) of the same network came
+within +-10% of that network's median measurement in only 41-53% of measurements
+(``benchmarks/latency_drift.py``), and in one predictor benchmark 20 networks in a row ran
+1.5-1.7x slower than the same networks a few minutes earlier
+(``benchmarks/results/latency_before_drift_correction.json``). So on CPU each timed run is
+paired with a timed run of a fixed *reference block* (``REFERENCE_PART``: a Ghost bottleneck with
+SE at 28 x 28, ~0.6 ms), run twice just before it and timed the second time (a first run after a
+large network is slower from cold caches, which would make the reference depend on what ran
+before it). A run's corrected time is ``its time * reference_ms / the reference's time in its
+pair``, and the measurement is the median of those. ``reference_ms`` is the reference block's
+time on the undisturbed machine in the same setting: the 10th percentile of its paired runs next
+to GhostNet 0.5x for 1.5 s, once per process (:func:`reference_latency`), or the one a latency
+table was built with, so that a table and the measurements compared with it share one unit.
+Corrected, 98-100% of the measurements came within +-10%. Two caveats, from the same benchmark
+on a busy VM: the corrected figure lay at 0.83-0.88x the fastest plain run (the correction can
+overshoot when the noise slows the small reference more than a network), and the reference time
+of fresh processes varied by up to 24%, so absolute figures from different processes (not those
+in one table or one search's latency phase) can differ by that much. The record keeps the
+uncorrected median (``raw_ms``); ``drift_correction=False`` turns the correction off; on CUDA it
+does not apply (CUDA events time the GPU alone).
 
 Timings on a machine that is busy with other work are slower and noisier. Every measurement
 therefore holds a machine-wide lock (``fcntl.flock`` on ``ghostnas-latency.lock`` in the temp
@@ -710,7 +715,7 @@ def _part_input_channels(part: Part) -> int:
 
 
 # The reference block of drift correction (module docstring): GhostNet 1.0x's 5th block with SE
-# on (28 x 28, 40 -> 120 -> 40): dense 1x1, depthwise and SE kernels, ~0.5 ms on one thread.
+# on (28 x 28, 40 -> 120 -> 40): dense 1x1, depthwise and SE kernels, ~0.6 ms on one thread.
 REFERENCE_PART = Part("ghost_block", (28, 40, 120, 40, 3, 2, 3, 1, True))
 
 
