@@ -181,16 +181,19 @@ def thop_cost(model, *, resolution: int = DEFAULT_RESOLUTION) -> Cost:
 
     import torch
     from thop import profile
-    from thop.vision.basic_hooks import zero_ops
+    from thop.vision.basic_hooks import count_convNd, zero_ops
     from torch import nn
 
-    zero = {t: zero_ops for t in (
+    from space.layers import PooledConv
+
+    custom = {t: zero_ops for t in (
         nn.BatchNorm2d, nn.ReLU, nn.ReLU6, nn.Hardswish, nn.Hardsigmoid, nn.AdaptiveAvgPool2d,
         nn.Dropout, nn.Identity, nn.Sequential)}
+    custom[PooledConv] = count_convNd  # an nn.Conv2d subclass: thop's rules match exact types
     model = copy.deepcopy(model).eval()  # thop adds buffers to every module it visits
     x = torch.zeros(1, 3, resolution, resolution)
     with torch.no_grad():
-        macs, params = profile(model, inputs=(x,), custom_ops=zero, verbose=False)
+        macs, params = profile(model, inputs=(x,), custom_ops=custom, verbose=False)
     return Cost(int(macs), int(params))
 
 

@@ -86,6 +86,7 @@ from space import Architecture, MobileNetV3Arch, UserError, make_divisible
 from space._utils import ArchitectureError, check_keys
 from space.ghostnet import CHANNEL_DIVISOR, SE_RATIO, BlockPlan, ConvBnAct, GhostBottleneck
 from space.io import MAX_JSON_BYTES, architecture_from_dict, read_json_file
+from space.layers import PooledConv
 from space.mobilenetv3 import CHANNEL_DIVISOR as MB_DIVISOR
 from space.mobilenetv3 import MBPlan, _conv_bn_act, _InvertedResidual
 
@@ -667,7 +668,7 @@ class _GhostTail(nn.Module):
         super().__init__()
         self.final = ConvBnAct(cin, final, 1)
         self.global_pool = nn.AdaptiveAvgPool2d(1)
-        self.conv_head = nn.Conv2d(final, head, 1, 1, 0, bias=True)
+        self.conv_head = PooledConv(final, head)
         self.act2 = nn.ReLU(inplace=True)
         self.dropout = nn.Dropout(0.2)
         self.classifier = nn.Linear(head, num_classes)
@@ -848,7 +849,7 @@ def _fit_nonneg(rows: list[tuple[float, ...]], targets: list[float]) -> tuple[fl
 
 
 TABLE_FORMAT = "ghostnas-latency-table"
-TABLE_VERSION = 1
+TABLE_VERSION = 2  # 2: SE and head 1x1 convs run as matrix products (space.layers.PooledConv)
 
 
 @dataclass(frozen=True)

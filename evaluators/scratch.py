@@ -66,10 +66,10 @@ from evaluators.proxy import (
     batchnorms,
     evaluate,
     num_threads,
-    param_groups,
     recalibrate_bn,
     resize_images,
     resolve_device,
+    sgd,
 )
 from space import ArchitectureError, UserError, architecture_from_dict
 
@@ -507,9 +507,8 @@ class _Run:
             device=device, memory_format=fmt).train()
         for bn in batchnorms(self.model):
             bn.momentum = config.bn_momentum
-        self.opt = torch.optim.SGD(param_groups(self.model, config.weight_decay),
-                                   lr=config.lr, momentum=config.momentum,
-                                   nesterov=config.nesterov)
+        self.opt = sgd(self.model, device, lr=config.lr, momentum=config.momentum,
+                       nesterov=config.nesterov, weight_decay=config.weight_decay)
         self.scaler = torch.amp.GradScaler(device.type) if amp == torch.float16 else None
         self.norm = Normalizer(device)
 

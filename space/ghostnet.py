@@ -27,6 +27,7 @@ from space._utils import (
     check_keys,
     make_divisible,
 )
+from space.layers import PooledConv
 from space.registry import Published, register_model
 
 __all__ = [
@@ -291,9 +292,9 @@ class SqueezeExcite(nn.Module):
         super().__init__()
         reduced = make_divisible(channels * SE_RATIO, CHANNEL_DIVISOR)
         self.avg_pool = nn.AdaptiveAvgPool2d(1)
-        self.conv_reduce = nn.Conv2d(channels, reduced, 1, bias=True)
+        self.conv_reduce = PooledConv(channels, reduced)
         self.act1 = nn.ReLU(inplace=True)
-        self.conv_expand = nn.Conv2d(reduced, channels, 1, bias=True)
+        self.conv_expand = PooledConv(reduced, channels)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x_se = self.conv_expand(self.act1(self.conv_reduce(self.avg_pool(x))))  # (N, C, 1, 1)
@@ -367,7 +368,7 @@ class GhostNet(nn.Module):
         stages.append(nn.Sequential(ConvBnAct(plans[-1].cout, final, 1)))
         self.blocks = nn.Sequential(*stages)
         self.global_pool = nn.AdaptiveAvgPool2d(1)
-        self.conv_head = nn.Conv2d(final, arch.head, 1, 1, 0, bias=True)
+        self.conv_head = PooledConv(final, arch.head)
         self.act2 = nn.ReLU(inplace=True)
         self.dropout = nn.Dropout(arch.dropout)
         self.classifier = nn.Linear(arch.head, arch.num_classes)

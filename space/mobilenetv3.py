@@ -24,6 +24,7 @@ from space._utils import (
     make_divisible,
 )
 from space.ghostnet import FORMAT_VERSION
+from space.layers import PooledConv
 from space.registry import Published, register_model
 
 __all__ = ["MBBlock", "MobileNetV3Arch", "MBPlan", "MobileNetV3"]
@@ -177,9 +178,9 @@ class _SqueezeExcitation(nn.Module):
         super().__init__()
         squeeze = make_divisible(channels // 4, CHANNEL_DIVISOR)
         self.avgpool = nn.AdaptiveAvgPool2d(1)
-        self.fc1 = nn.Conv2d(channels, squeeze, 1)
+        self.fc1 = PooledConv(channels, squeeze)
         self.activation = nn.ReLU()
-        self.fc2 = nn.Conv2d(squeeze, channels, 1)
+        self.fc2 = PooledConv(squeeze, channels)
         self.scale_activation = nn.Hardsigmoid()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -16,6 +16,7 @@ from space import (
     make_divisible,
 )
 from space.ghostnet import GhostModule, SqueezeExcite
+from space.layers import PooledConv
 
 EXPECTED_PARAMS = {
     "ghostnet_050": 2_587_292,
@@ -84,6 +85,23 @@ def test_squeeze_excite_reduction_and_hard_sigmoid_gate():
         se.conv_expand.bias.fill_(0.0)  # gate = hardsigmoid(0) = 0.5
     x = torch.randn(1, 72, 3, 3)
     assert torch.allclose(se(x), x * 0.5)
+
+
+def test_pooled_conv_is_a_1x1_conv_computed_as_a_matrix_product():
+    torch.manual_seed(0)
+    pooled, conv = PooledConv(24, 40), torch.nn.Conv2d(24, 40, 1)
+    conv.load_state_dict(pooled.state_dict())  # the same keys and shapes as nn.Conv2d
+    x = torch.randn(5, 24, 1, 1).contiguous(memory_format=torch.channels_last)
+    xa, xb = x.clone().requires_grad_(True), x.clone().requires_grad_(True)
+    ya, yb = pooled(xa), conv(xb)
+    assert ya.shape == yb.shape == (5, 40, 1, 1)
+    torch.testing.assert_close(ya, yb)
+    g = torch.randn_like(ya)
+    ya.backward(g)
+    yb.backward(g)
+    torch.testing.assert_close(xa.grad, xb.grad)
+    torch.testing.assert_close(pooled.weight.grad, conv.weight.grad)
+    torch.testing.assert_close(pooled.bias.grad, conv.bias.grad)
 
 
 def test_shortcut_is_identity_only_when_shapes_match():
