@@ -54,6 +54,7 @@ FAULT_ENV = "GHOSTNAS_INJECT_FAULT"
 MAX_RETRIES = 2
 # run.json counters, summed over a run and its resumptions
 COUNTERS = ("rejected_over_budget", "reused_duplicates", "fallback_proposals")
+REFERENCE_KEY = "latency_reference_ms"  # run.json: the reference block time latencies are scaled by
 
 
 def _now() -> str:
@@ -379,6 +380,7 @@ def run_search(settings: RunSettings, out_dir: str | os.PathLike, *,
         old = RunSettings.from_dict(folder.read_meta().get("settings"),
                                     where=str(folder.meta_path))
         settings.resumable_from(old)
+        _run_reference_ms(folder)
         for row in folder.read_trials():  # a damaged table is refused before anything is written
             _row_arch(folder, row)
     elif folder.path.exists() and any(p != folder.lock_path for p in folder.path.iterdir()):
@@ -706,8 +708,27 @@ def _init_ray(settings: RunSettings) -> None:
             f"could reach it; set {_RAY_SINGLE_MACHINE_ENV}=0 before Ray is imported")
 
 
+def _run_reference_ms(folder: RunFolder, meta: dict | None = None) -> float | None:
+    """run.json's reference block time (ms), None before the latency phase; damage is an error."""
+    meta = folder.read_meta() if meta is None else meta
+    value = meta.get(REFERENCE_KEY)
+    if value is None or (isinstance(value, (int, float)) and not isinstance(value, bool)
+                         and math.isfinite(value) and value > 0):
+        return value
+    raise RunFolderError(f"{folder.meta_path}: {REFERENCE_KEY}: got {value!r}, expected a "
+                         "positive number of ms; the file is damaged (restore it, or pass a new "
+                         "--out)")
+
+
 def _measure_latencies(run: _Run) -> None:
-    from evaluators.latency import measure_latency
+    """Batch-1 CPU latency of every network without one, after the search.
+
+    Drift correction scales each measurement by the reference block's undisturbed time, which
+    differs between processes by up to a quarter (benchmarks/results/latency_drift.json). The
+    run keeps the first value it used in run.json, so a run resumed part-way through this phase
+    measures its remaining networks in the same unit as the others.
+    """
+    from evaluators.latency import measure_latency, reference_latency
 
     todo = [r for r in run.rows if r["status"] != "failed" and r["latency_ms"] is None]
     if not todo:
@@ -715,9 +736,19 @@ def _measure_latencies(run: _Run) -> None:
     run.log(f"measuring batch-1 latency at 224x224 of {len(todo)} networks with no trial "
             "running (CPU, 1 thread; median of repeats, drift-corrected against a reference "
             "block)")
+    reference_ms = _run_reference_ms(run.folder, run.meta)
+    if reference_ms is None:
+        reference_ms = reference_latency(threads=1)
+        run.meta[REFERENCE_KEY] = reference_ms
+        run.write_meta()
+        run.log(f"  reference block: {reference_ms:.3f} ms undisturbed (kept in run.json: a "
+                "resumed run measures in the same unit)")
+    else:
+        run.log(f"  reference block: {reference_ms:.3f} ms, this run's unit (from run.json)")
     for i, row in enumerate(todo, 1):
         arch = _row_arch(run.folder, row)
-        rec = measure_latency(arch, resolution=224, batch=1, device="cpu", threads=1)
+        rec = measure_latency(arch, resolution=224, batch=1, device="cpu", threads=1,
+                              reference_ms=reference_ms)
         row["latency_ms"] = rec.latency_ms
         row["latency_source"] = f"{rec.source} after the search, no trial running"
         run.folder.write_trials(run.rows)
