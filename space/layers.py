@@ -13,9 +13,9 @@ class PooledConv(nn.Conv2d):
     """A 1x1 conv (with bias by default) on globally pooled ``(N, C, 1, 1)`` maps: SE and heads.
 
     The parameters, ``state_dict`` keys and result of ``nn.Conv2d(cin, cout, 1)``, computed as
-    a matrix product: oneDNN's convolution at 1x1 spatial size is 2.5-3x slower than
-    ``F.linear`` on CPU in training (forward + backward at batch 128: 960->1280 takes 18.7 ms as
-    a conv, 7.3 ms as a linear), about 8% of a GhostNet 1.0x training step. Only for 1x1 inputs.
+    a matrix product (``F.linear``), which on CPU is faster than oneDNN's convolution at 1x1
+    spatial size: GhostNet 1.0x training steps ran 1.04-1.21x faster with it over three runs of
+    benchmarks/train_step.py on a shared 2-core VM. Only for 1x1 inputs.
     """
 
     def __init__(self, cin: int, cout: int, *, bias: bool = True) -> None:
