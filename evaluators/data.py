@@ -16,6 +16,7 @@ of a run because it depends only on (data set, seed, val_fraction, max_val).
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -83,6 +84,16 @@ class ImageData:
     @property
     def image_size(self) -> tuple[int, int]:
         return int(self.train_x.shape[2]), int(self.train_x.shape[3])
+
+    def with_val_in_train(self) -> ImageData:
+        """The validation images joined to the training split, for a final training that is
+        scored on the official test split (so nothing needs the validation split any more).
+        ``val_x`` stays as it was; a data set without a test split is refused."""
+        if self.test_x is None:
+            raise DataError(f"{self.name}: no official test split, so its validation split is "
+                            "the only held-out score and cannot join the training images")
+        return dataclasses.replace(self, train_x=torch.cat([self.train_x, self.val_x]),
+                                   train_y=torch.cat([self.train_y, self.val_y]))
 
     def describe(self) -> str:
         """One line for logs: split sizes, classes and image size."""

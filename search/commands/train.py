@@ -28,10 +28,11 @@ _INT_OPTIONS = {"epochs": ("--epochs", 1), "batch_size": ("--batch-size", 2),
                 "max_train": ("--max-train", 2), "seed": ("--seed", 0),
                 "threads": ("--threads", 1)}
 # what a resumed run takes from train.json when not given again
-_KEPT = ("dataset", "data_dir", "max_train", "seed", "batch_size", "lr", "epochs", "device",
-         "threads", "onnx")
+_KEPT = ("dataset", "data_dir", "max_train", "train_on_val", "seed", "batch_size", "lr", "epochs",
+         "device", "threads", "onnx")
 _MUST_MATCH = {"dataset": "--dataset", "data_dir": "--data-dir", "max_train": "--max-train",
-               "seed": "--seed", "batch_size": "--batch-size", "lr": "--lr"}
+               "train_on_val": "--train-on-val", "seed": "--seed", "batch_size": "--batch-size",
+               "lr": "--lr"}
 
 
 class TrainOutError(UserError):
@@ -54,6 +55,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "and extends it when E is larger")
     g.add_argument("--max-train", type=int, default=None, metavar="N",
                    help="train on a seeded, class-stratified subset of N images (smoke tests)")
+    g.add_argument("--train-on-val", action="store_true", default=None,
+                   help="also train on the validation split (10%% of the training files), for "
+                        "a final model scored on the official test split; only for data sets "
+                        "with one (CIFAR, folders with test/)")
     g = p.add_argument_group("output")
     g.add_argument("--out", metavar="DIR", required=True,
                    help="folder for checkpoint.pt, train.json, arch.json (and model.onnx); "
@@ -162,6 +167,7 @@ def _settings(args: argparse.Namespace, previous: dict[str, Any] | None) -> dict
                                     "--force")
         settings = {k: given[k] if given[k] is not None else old.get(k) for k in _KEPT}
     settings["onnx"] = bool(settings["onnx"])
+    settings["train_on_val"] = bool(settings["train_on_val"])
     settings["seed"] = 0 if settings["seed"] is None else settings["seed"]
     settings["device"] = settings["device"] or "auto"
     for key, (flag, minimum) in _INT_OPTIONS.items():
@@ -272,6 +278,12 @@ def _train(args: argparse.Namespace) -> int:
     config = train_config(settings["dataset"], **recipe)
     data = load_dataset(settings["dataset"], data_dir=settings["data_dir"],
                         seed=settings["seed"], max_train=settings["max_train"])
+    if settings["train_on_val"]:
+        if data.test_x is None:
+            raise UserError(f"--train-on-val: {data.name} has no official test split, so its "
+                            "validation split is the only held-out score; drop --train-on-val "
+                            "(a folder data set gets a test split from a test/ sub-folder)")
+        data = data.with_val_in_train()
     resolved = config.resolve(data)
     resolve_device(resolved.device)  # "cuda" without CUDA: refused before DIR is touched
     split = "test" if data.test_x is not None else "val"

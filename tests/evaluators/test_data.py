@@ -243,6 +243,18 @@ def test_cifar10_reads_the_real_format(tmp_path, py2):
     assert torch.equal(direct.val_x, data.val_x)
 
 
+def test_validation_images_can_join_training_when_a_test_split_scores(tmp_path):
+    write_cifar10(tmp_path)
+    data = load_dataset("cifar10", data_dir=tmp_path)
+    merged = data.with_val_in_train()
+    assert len(merged.train_x) == 100 and len(merged.train_y) == 100
+    assert _rows(merged.train_x) == _rows(data.train_x) | _rows(data.val_x)
+    assert sorted(merged.train_y.tolist()) == sorted(data.train_y.tolist() + data.val_y.tolist())
+    assert torch.equal(merged.test_x, data.test_x) and torch.equal(merged.val_x, data.val_x)
+    with pytest.raises(DataError, match="digits: no official test split"):
+        load_dataset("digits").with_val_in_train()
+
+
 def test_cifar100_reads_fine_labels_and_meta(tmp_path):
     write_cifar100(tmp_path)
     data = load_dataset("cifar100", data_dir=tmp_path, image_size=16)

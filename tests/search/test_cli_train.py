@@ -18,6 +18,7 @@ from evaluators.scratch import TrainProgress, load_checkpoint, model_from_checkp
 from search.cli import main
 from search.commands import train as train_command
 from space import create_architecture, load_architecture
+from tests.evaluators.test_data import write_cifar10
 from tests.results._runs import make_run
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -229,6 +230,31 @@ def test_interrupted_run_resumes(tmp_path, capsys, monkeypatch):
 class _Terminal(io.StringIO):
     def isatty(self) -> bool:
         return True
+
+
+def test_train_on_val_trains_on_the_validation_images_too(tmp_path, capsys):
+    write_cifar10(tmp_path / "data")
+    for flag, images in (([], 90), (["--train-on-val"], 100)):
+        out = tmp_path / f"out{images}"
+        assert main(["train", "ghostnet_050", "--dataset", "cifar10", "--data-dir",
+                     str(tmp_path / "data"), "--epochs", "1", "--batch-size", "16",
+                     "--threads", "1", "--out", str(out), *flag]) == 0
+        record = json.loads((out / "train.json").read_text())
+        assert record["data"].startswith(f"cifar10: {images} train / 10 val / 20 test")
+        assert record["held_out"] == "test" and record["settings"]["train_on_val"] == bool(flag)
+    # a resumed run keeps the setting without being told again
+    assert main(["train", "ghostnet_050", "--resume", "--out", str(tmp_path / "out100"),
+                 "--epochs", "2"]) == 0
+    record = json.loads((tmp_path / "out100" / "train.json").read_text())
+    assert record["data"].startswith("cifar10: 100 train") and len(record["history"]) == 2
+
+
+def test_train_on_val_needs_a_test_split(tmp_path, capsys):
+    out = tmp_path / "out"
+    one_line_error(capsys, ["train", "ghostnet_050", "--epochs", "1", *TINY, "--out", str(out),
+                            "--train-on-val"], "--train-on-val: digits has no official test split",
+                   "drop --train-on-val")
+    assert not out.exists()
 
 
 def test_progress_bar_on_a_terminal():
