@@ -1136,7 +1136,8 @@ class LatencyTable:
             raise LatencyTableError(f"format: got {data['format']!r}, expected {TABLE_FORMAT!r}")
         if data["version"] != TABLE_VERSION:
             raise LatencyTableError(f"version: got {data['version']!r}, expected {TABLE_VERSION} "
-                                    "(written by another GhostNAS version?)")
+                                    "(written by another GhostNAS version; rebuild it on the "
+                                    "target device with 'python -m search latency-table')")
         st = data["settings"]
         _checked("settings", st, TableSettings.KEYS)
         for k in ("device", "device_name", "dtype", "torch_version"):

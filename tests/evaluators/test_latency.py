@@ -307,7 +307,9 @@ def _set_first_entry(key, value):
     (_set_first_entry("part", "vit_block"), "entries[0].part: got 'vit_block'"),
     (_set_first_entry("side", "7"), "entries[0].side: got '7'"),
     (lambda d: d.update(format="other"), "format: got 'other'"),
-    (lambda d: d.update(version=99), "version: got 99"),
+    (lambda d: d.update(version=1), "version: got 1, expected 2 (written by another GhostNAS "
+                                    "version; rebuild it on the target device with 'python -m "
+                                    "search latency-table')"),
     (lambda d: d.update(entries=[]), "entries: expected a non-empty list"),
     (lambda d: d["settings"].pop("threads"), "settings: missing key 'threads'"),
     (lambda d: d["calibration"].update(scale=0), "calibration.scale: got 0"),
