@@ -377,10 +377,10 @@ def run_search(settings: RunSettings, out_dir: str | os.PathLike, *,
                             "or the run folder to continue)")
     resumed = folder.exists()
     if resumed:
-        old = RunSettings.from_dict(folder.read_meta().get("settings"),
-                                    where=str(folder.meta_path))
+        old_meta = folder.read_meta()
+        old = RunSettings.from_dict(old_meta.get("settings"), where=str(folder.meta_path))
         settings.resumable_from(old)
-        _run_reference_ms(folder)
+        _run_reference_ms(folder, old_meta)
         for row in folder.read_trials():  # a damaged table is refused before anything is written
             _row_arch(folder, row)
     elif folder.path.exists() and any(p != folder.lock_path for p in folder.path.iterdir()):
@@ -708,9 +708,9 @@ def _init_ray(settings: RunSettings) -> None:
             f"could reach it; set {_RAY_SINGLE_MACHINE_ENV}=0 before Ray is imported")
 
 
-def _run_reference_ms(folder: RunFolder, meta: dict | None = None) -> float | None:
-    """run.json's reference block time (ms), None before the latency phase; damage is an error."""
-    meta = folder.read_meta() if meta is None else meta
+def _run_reference_ms(folder: RunFolder, meta: dict) -> float | None:
+    """run.json's (``meta``) reference block time in ms, None before the latency phase; damage
+    is an error naming ``folder``'s run.json."""
     value = meta.get(REFERENCE_KEY)
     if value is None or (isinstance(value, (int, float)) and not isinstance(value, bool)
                          and math.isfinite(value) and value > 0):

@@ -14,8 +14,9 @@ class PooledConv(nn.Conv2d):
 
     The parameters, ``state_dict`` keys and result of ``nn.Conv2d(cin, cout, 1)``, computed as
     a matrix product (``F.linear``), which on CPU is faster than oneDNN's convolution at 1x1
-    spatial size: GhostNet 1.0x training steps ran 1.04-1.21x faster with it over three runs of
-    benchmarks/train_step.py on a shared 2-core VM. Only for 1x1 inputs.
+    spatial size: GhostNet 1.0x training steps ran 1.04-1.10x faster with it over three runs of
+    benchmarks/train_step.py on a shared 2-core VM (benchmarks/results/train_step*.json). Only
+    for 1x1 inputs.
     """
 
     def __init__(self, cin: int, cout: int, *, bias: bool = True) -> None:

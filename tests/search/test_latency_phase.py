@@ -67,4 +67,4 @@ def test_resumed_latency_phase_measures_in_the_runs_unit(tmp_path, fake_measurem
 def test_a_damaged_reference_time_is_refused_by_name(tmp_path, bad):
     run = _run(tmp_path, {"created_at": "2026-01-01", tune.REFERENCE_KEY: bad})
     with pytest.raises(RunFolderError, match=f"{tune.REFERENCE_KEY}: got .*the file is damaged"):
-        tune._run_reference_ms(run.folder)
+        tune._run_reference_ms(run.folder, run.folder.read_meta())
