@@ -324,12 +324,14 @@ class _Run:
             figure = (f"top1 {row['top1']:5.1f}%  {format_flops(row['flops']):>7} FLOPs  "
                       f"{row['params'] / 1e6:5.2f}M params  {row['seconds'] or 0:5.1f}s")
             if row["status"] == "early_stopped":
-                figure += f"  (stopped by ASHA after {row['epochs']} epochs)"
+                figure += (f"  (stopped by ASHA after {row['epochs']} "
+                           f"epoch{'s' if row['epochs'] != 1 else ''})")
         best = self.best_under_budget()
         best_text = (f"best <= {format_flops(self.settings.budget_flops)}: {best['top1']:.1f}% "
                      f"({best['trial_id']})" if best else "best: -")
+        n = len(str(self.settings.trials))  # counters padded so the columns stay aligned
         self.log(f"[refs {refs}/{self.total_refs} | candidates "
-                 f"{self.candidates_done}/{self.settings.trials}] {what:<22} {figure} | "
+                 f"{self.candidates_done:>{n}}/{self.settings.trials}] {what:<22} {figure} | "
                  f"{best_text} | over budget {self.source.rejected}, reused "
                  f"{self.source.duplicates} | {time.time() - self.started:.0f}s")
 
