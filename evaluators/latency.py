@@ -13,8 +13,8 @@ otherwise the same network's latency depended on what the process had run before
 **Drift correction (CPU).** A shared machine's speed moves from one run to the next: on the
 2-core cloud VM GhostNAS is developed on, a plain measurement (25 runs) of the same network came
 within +-10% of that network's median measurement in only 41-53% of measurements
-(``benchmarks/latency_drift.py``), and in one predictor benchmark 20 networks in a row ran
-1.5-1.7x slower than the same networks a few minutes earlier
+(``benchmarks/latency_drift.py``), and in one predictor benchmark the first 20 networks
+measured 1.08-1.73x (median 1.51x) slower than a few minutes earlier
 (``benchmarks/results/latency_before_drift_correction.json``). So on CPU each timed run is
 paired with a timed run of a fixed *reference block* (``REFERENCE_PART``: a Ghost bottleneck with
 SE at 28 x 28, ~0.6 ms), run twice just before it and timed the second time (a first run after a

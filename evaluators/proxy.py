@@ -359,7 +359,7 @@ def param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
 def sgd(model: nn.Module, device: torch.device, *, lr: float, momentum: float, nesterov: bool,
         weight_decay: float) -> torch.optim.SGD:
     """SGD over :func:`param_groups`; fused on CPU, where the default is a Python loop over the
-    parameters (GhostNet 1.0x: the update takes 9.0 ms unfused, 3.9 ms fused;
+    parameters (GhostNet 1.0x: the update takes 8.8-9.6 ms unfused, 3.7-3.9 ms fused;
     benchmarks/train_step.py). CUDA keeps PyTorch's default (multi-tensor) update."""
     return torch.optim.SGD(param_groups(model, weight_decay), lr=lr, momentum=momentum,
                            nesterov=nesterov, fused=True if device.type == "cpu" else None)

@@ -35,7 +35,8 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
 
     def _get_help_string(self, action: argparse.Action) -> str:
         text = action.help or ""
-        if action.default in (None, True, False, argparse.SUPPRESS) or "default" in text:
+        default = action.default  # `is`, not `in`: 0 == False and 1 == True
+        if any(default is v for v in (None, True, False, argparse.SUPPRESS)) or "default" in text:
             return text
         return super()._get_help_string(action)
 

@@ -17,7 +17,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="with --best: only candidates within B FLOPs (multiply-accumulates at "
                         "224x224), e.g. 300MFLOPs, 0.3GFLOPs, 300M")
     p.add_argument("--max-latency", metavar="T", default=None,
-                   help="with --best: only candidates whose measured latency is within T, "
+                   help="with --best: only candidates whose latency (measured, or predicted with the "
+                        "run's --latency-table) is within T, "
                         "e.g. 15ms, 1.5s, 800us")
     p.add_argument("--out", metavar="FILE", required=True,
                    help="the architecture JSON file to write (exactly this path)")

@@ -28,10 +28,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "(default: N/4, at least 2)")
     p.add_argument("--threads", type=int, default=1, metavar="T",
                    help="intra-op threads (torch.set_num_threads) while measuring")
-    p.add_argument("--batch", type=int, default=1, metavar="B")
+    p.add_argument("--batch", type=int, default=1, metavar="B",
+                   help="images per timed inference (the deployment batch size)")
     p.add_argument("--resolution", type=int, default=224, metavar="R",
                    help="input side in pixels (the deployment resolution)")
-    p.add_argument("--dtype", choices=("float32", "float16", "bfloat16"), default="float32")
+    p.add_argument("--dtype", choices=("float32", "float16", "bfloat16"), default="float32",
+                   help="weights and inputs of the timed networks")
     p.add_argument("--seed", type=int, default=0, metavar="S",
                    help="seed of the sampled architectures")
     p.add_argument("--space", metavar="FILE", default=None,

@@ -247,7 +247,7 @@ def run(args: argparse.Namespace) -> int:
 def _train(args: argparse.Namespace) -> int:
     import torch
 
-    from evaluators.data import load_dataset
+    from evaluators.data import default_cache_dir, load_dataset
     from evaluators.proxy import resolve_device
     from evaluators.scratch import (
         CHECKPOINT_NAME,
@@ -277,7 +277,8 @@ def _train(args: argparse.Namespace) -> int:
               if settings[k] is not None}
     config = train_config(settings["dataset"], **recipe)
     data = load_dataset(settings["dataset"], data_dir=settings["data_dir"],
-                        seed=settings["seed"], max_train=settings["max_train"])
+                        seed=settings["seed"], max_train=settings["max_train"],
+                        cache_dir=default_cache_dir())
     if settings["train_on_val"]:
         if data.test_x is None:
             raise UserError(f"--train-on-val: {data.name} has no official test split, so its "

@@ -272,3 +272,25 @@ def test_progress_bar_on_a_terminal():
     assert out.getvalue() == ("epoch 2/5: top1 55.50 % (test) | loss 1.2000 | 1,200 img/s | "
                               "ETA 1m30s\n")
     assert len(epochs) == 1
+
+
+def test_a_folder_data_set_is_decoded_once_into_the_cache(tmp_path, monkeypatch):
+    """``train`` keeps decoded folder images in ``$XDG_CACHE_HOME/ghostnas`` like ``run``: a
+    second training reads them back instead of decoding every file again."""
+    from tests.evaluators.test_data import write_image_folder
+
+    data = write_image_folder(tmp_path / "images")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    args = ["train", "ghostnet_050", "--dataset", "folder", "--data-dir", str(data),
+            "--epochs", "1", "--batch-size", "8", "--threads", "1"]
+    assert main([*args, "--out", str(tmp_path / "a")]) == 0
+    cached = sorted((tmp_path / "xdg" / "ghostnas").rglob("*.npy"))
+    assert cached
+    stamps = {p: p.stat().st_mtime_ns for p in cached}
+    assert main([*args, "--out", str(tmp_path / "b")]) == 0
+    again = sorted((tmp_path / "xdg" / "ghostnas").rglob("*.npy"))
+    assert {p: p.stat().st_mtime_ns for p in again} == stamps  # read back, not rewritten
+    first = json.loads((tmp_path / "a" / "train.json").read_text())
+    second = json.loads((tmp_path / "b" / "train.json").read_text())
+    for a, b in zip(first["history"], second["history"], strict=True):
+        assert (a["top1"], a["loss"]) == (b["top1"], b["loss"])  # same images and seed
