@@ -81,7 +81,11 @@ def one_line(message: str, limit: int = MAX_ERROR_CHARS) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
+    try:
+        parser = build_parser()  # imports torch: a second or two in which Ctrl-C may land
+    except KeyboardInterrupt:
+        sys.stderr.write("interrupted\n")
+        return 130
     args, extras = parser.parse_known_args(argv)
     if extras:  # named by the verb's parser, so the hint is that verb's --help
         getattr(args, "_parser", parser).error(f"unrecognized arguments: {' '.join(extras)}")

@@ -170,6 +170,14 @@ def _ray_classes():
 # The run (driver)
 
 
+class SearchInterrupted(KeyboardInterrupt):
+    """Ctrl-C (SIGINT) stopped the search; ``folder`` holds what finished before it."""
+
+    def __init__(self, folder: RunFolder) -> None:
+        super().__init__(str(folder.path))
+        self.folder = folder
+
+
 class _Run:
     """State of one run in the driver: rows, counters, the candidate source, progress."""
 
@@ -460,9 +468,11 @@ def run_search(settings: RunSettings, out_dir: str | os.PathLike, *,
         interrupted = False
         if todo:
             interrupted = _tune(run, settings, data, proxy.epochs)
-        if settings.measure_latency and predict_latency is None and not interrupted:
+        if interrupted:
+            raise SearchInterrupted(folder)
+        if settings.measure_latency and predict_latency is None:
             _measure_latencies(run)
-        if run.candidates_todo and not interrupted:
+        if run.candidates_todo:
             log(f"note: {run.candidates_done} of {settings.trials} candidates trained "
                 f"({run.source.exhausted_reason or 'see the errors above'})")
         return folder
@@ -596,14 +606,26 @@ def _tune(run: _Run, settings: RunSettings, data, epochs: int) -> bool:
             storage_path=str((run.folder.path / "ray").resolve()), verbose=0,
             callbacks=[Recorder(run)],
             failure_config=tune.FailureConfig(max_failures=0)))  # _Run retries instead
+    # Tune's own SIGINT handler ends the experiment "gracefully" and returns as if it had
+    # finished; without it Ctrl-C raises KeyboardInterrupt here, and the run stops as killed
+    # (every finished trial is already on disk; those in flight are proposed again on resume).
+    previous = os.environ.get("TUNE_DISABLE_SIGINT_HANDLER")
+    os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"
     try:
         tuner.fit()
     except KeyboardInterrupt:
         return True
     finally:
+        if previous is None:
+            os.environ.pop("TUNE_DISABLE_SIGINT_HANDLER", None)
+        else:
+            os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = previous
         if settings.address is None:
             ray.shutdown()
-    return bool(run.live or run.retries)
+    if run.live or run.retries:  # Tune stopped with trials unfinished (not seen; defensive)
+        run.log(f"note: Ray Tune ended with {len(run.live) + len(run.retries)} trials "
+                "unfinished; a resumed run proposes them again")
+    return False
 
 
 def _trial_dirname(trial) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 from evaluators.data import DATASETS
 
@@ -91,7 +92,7 @@ def run(args: argparse.Namespace) -> int:
     from results.table import load_run
     from search.runfolder import RunFolder
     from search.settings import RunSettings, SettingsError
-    from search.tune import run_search
+    from search.tune import SearchInterrupted, run_search
 
     budget = parse_flops(args.budget)
     latency_budget = (parse_latency_ms(args.latency_budget)
@@ -129,7 +130,13 @@ def run(args: argparse.Namespace) -> int:
         scheduler=args.scheduler, references=args.references,
         space_file=str(Path(args.space).resolve()) if args.space else None)
 
-    folder = run_search(settings, out)
+    try:
+        folder = run_search(settings, out)
+    except SearchInterrupted as stop:
+        sys.stderr.write(f"interrupted: the trials finished so far are kept in {stop.folder.path}; "
+                         f"continue with the same command (or: python -m search run --resume "
+                         f"--out {stop.folder.path} --budget {args.budget})\n")
+        return 130
     run_data = load_run(folder.path)
     report = write_report(run_data)
     front = pareto_front(run_data.trials, x="flops", y="top1")

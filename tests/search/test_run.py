@@ -134,6 +134,46 @@ def test_killed_run_resumes_to_the_requested_total(tmp_path):
     assert "resuming" in resumed.stdout
 
 
+def test_ctrl_c_stops_the_run_with_130_and_it_resumes(tmp_path):
+    """Ctrl-C in a terminal sends SIGINT to the whole foreground process group (the driver and
+    its private Ray cluster): the run stops with exit 130 and a line on how to continue, prints
+    no report as if it had finished, leaves no process behind, and resumes to the total."""
+    from tests.search._procs import session_pids
+
+    out = tmp_path / "interrupted"
+    args = [*TINY, "--trials", "4", "--no-references", "--out", str(out)]
+    proc = subprocess.Popen([sys.executable, "-m", "search", "run", *args], cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    try:
+        deadline = time.time() + 300
+        while not (out.joinpath("trials.csv").exists() and len(_rows(out)) >= 1):
+            if proc.poll() is not None or time.time() > deadline:
+                pytest.fail("the run ended (or no trial finished) before the Ctrl-C")
+            time.sleep(0.2)
+        os.killpg(proc.pid, signal.SIGINT)
+        stdout, stderr = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    assert proc.returncode == 130, (stdout[-2000:], stderr[-2000:])
+    assert "interrupted: the trials finished so far are kept in" in stderr
+    assert "Traceback" not in stderr and "Pareto set" not in stdout and "report:" not in stdout
+    deadline = time.time() + 30
+    while session_pids(proc.pid) and time.time() < deadline:
+        time.sleep(0.5)
+    assert not session_pids(proc.pid)
+    before = _rows(out)
+    assert 1 <= len(before) < 4
+
+    resumed = _run(args)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    after = _rows(out)
+    assert len(after) == 4 and len({r["trial_id"] for r in after}) == 4
+    assert after[:len(before)] == before
+
+
 def test_impossible_budget_fails_fast_before_ray_starts(tmp_path):
     start = time.time()
     proc = _run(["--budget", "1MFLOPs", "--out", str(tmp_path / "x")])
