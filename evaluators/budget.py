@@ -21,9 +21,11 @@ LATENCY_FORMS = "15ms, 15 ms, 1.5s, 800us or 15 (milliseconds)"
 
 _NUMBER = r"(?P<num>[0-9]*\.?[0-9]+(?:e[+-]?[0-9]+)?)"
 _FLOPS_RE = re.compile(rf"^{_NUMBER}\s*(?P<prefix>[kmgt]?)\s*(?P<unit>flops?|macs?)?$", re.I)
-_LATENCY_RE = re.compile(rf"^{_NUMBER}\s*(?P<unit>ms|s|us|µs)?$", re.I)
+_LATENCY_RE = re.compile(rf"^{_NUMBER}\s*(?P<unit>ms|s|us|µs|μs)?$", re.I)  # micro sign, mu
 _PREFIX = {"": 1, "k": 10**3, "m": 10**6, "g": 10**9, "t": 10**12}
-_TIME = {None: 1.0, "ms": 1.0, "s": 1000.0, "us": 1e-3, "µs": 1e-3}
+# Unit -> (multiply, divide) to get ms: dividing by 1000 keeps 700us == 0.7ms exactly.
+_TIME = {None: (1, 1), "ms": (1, 1), "s": (1000, 1), "us": (1, 1000), "µs": (1, 1000),
+         "μs": (1, 1000)}
 
 
 class BudgetError(UserError):
@@ -44,7 +46,11 @@ def parse_latency_ms(text: str, *, option: str = "--latency-budget") -> float:
     """Latency in milliseconds; raises :class:`BudgetError` naming the accepted forms."""
     match = _LATENCY_RE.match(str(text).strip())
     unit = match["unit"].lower() if match and match["unit"] else None
-    value = float(match["num"]) * _TIME[unit] if match else math.nan
+    if match:
+        times, per = _TIME[unit]
+        value = float(match["num"]) * times / per
+    else:
+        value = math.nan
     if not math.isfinite(value) or value <= 0:
         raise BudgetError(f"{option}: cannot read {text!r} as a positive latency; "
                           f"use e.g. {LATENCY_FORMS}")

@@ -44,7 +44,7 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
 # separates candidates that a 10% split (179 images) scores the same.
 VAL_FRACTION = {"digits": 0.25}
 DEFAULT_FOLDER_SIZE = 32  # side that folder images are resized to unless image_size is given
-_CACHE_VERSION = 1  # bump when the cached arrays' meaning changes
+_CACHE_VERSION = 2  # bump when the cached arrays' meaning changes (2: 16-bit grayscale scaled)
 
 
 class DataError(UserError):
@@ -473,12 +473,20 @@ def _decode(path: str, size: int) -> np.ndarray:
 
     try:
         with Image.open(path) as im:
+            if im.mode == "I" or im.mode.startswith("I;16"):  # 16-bit grayscale PNG
+                # convert() would clip 0..65535 to 0..255 (nearly all white): scale to 8 bits.
+                # 16-bit RGB(A) opens as RGB(A) already, PIL keeping each sample's high byte.
+                gray = np.asarray(im, dtype=np.float64)
+                im = Image.fromarray(np.clip(np.round(gray / 257), 0, 255).astype(np.uint8), "L")
             im = im.convert("RGB")
             if im.size != (size, size):
                 im = im.resize((size, size), Image.Resampling.BILINEAR)  # antialiased by PIL
             return np.asarray(im, dtype=np.uint8).transpose(2, 0, 1)  # (H, W, 3) -> (3, H, W)
     except OSError as exc:  # PIL's UnidentifiedImageError and truncated files are OSErrors
         raise DataError(f"folder: cannot read image {path}: {_one_line(exc)}") from None
+    except Image.DecompressionBombError as exc:  # header over 2x Image.MAX_IMAGE_PIXELS
+        raise DataError(f"folder: cannot read image {path}: it is too large to decode "
+                        f"({_one_line(exc)})") from None
 
 
 def _decode_all(files: list[str], size: int) -> np.ndarray:

@@ -576,6 +576,10 @@ PART_FIELDS: dict[str, tuple[str, ...]] = {
 }
 _BOOL_FIELDS = {"se"}
 _STR_FIELDS = {"act": ("relu", "hswish")}
+# Bound of a part's integer fields (and of a table's threads, batch and resolution, so that
+# none overflows a float): every part of a valid architecture fits (65,536 base channels at
+# width 16 are 1,048,576 channels, 6x that in MobileNetV3's last conv; 1,000,000 classes).
+MAX_PART_VALUE = 1 << 23
 
 
 class Part(NamedTuple):
@@ -593,7 +597,7 @@ class Part(NamedTuple):
     @classmethod
     def from_dict(cls, data: Any, *, where: str, extra: tuple[str, ...] = ()) -> Part:
         kind = data.get("part") if isinstance(data, dict) else None
-        if kind not in PART_FIELDS:
+        if not isinstance(kind, str) or kind not in PART_FIELDS:  # a list is unhashable
             raise LatencyTableError(
                 f"{where}.part: got {kind!r}, expected one of {', '.join(PART_FIELDS)}")
         names = PART_FIELDS[kind]
@@ -605,13 +609,14 @@ class Part(NamedTuple):
         for name in names:
             v = data[name]
             if name in _BOOL_FIELDS:
-                ok = isinstance(v, bool)
+                ok, allowed = isinstance(v, bool), "true or false"
             elif name in _STR_FIELDS:
-                ok = v in _STR_FIELDS[name]
+                ok, allowed = v in _STR_FIELDS[name], f"one of {', '.join(_STR_FIELDS[name])}"
             else:
-                ok = isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= 100_000
+                ok = isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= MAX_PART_VALUE
+                allowed = f"an integer from 1 to {MAX_PART_VALUE:,}"
             if not ok:
-                raise LatencyTableError(f"{where}.{name}: got {v!r}, not a valid value")
+                raise LatencyTableError(f"{where}.{name}: got {v!r}, expected {allowed}")
             values.append(v)
         return cls(kind, tuple(values))
 
@@ -850,6 +855,12 @@ def _fit_nonneg(rows: list[tuple[float, ...]], targets: list[float]) -> tuple[fl
 
 TABLE_FORMAT = "ghostnas-latency-table"
 TABLE_VERSION = 2  # 2: SE and head 1x1 convs run as matrix products (space.layers.PooledConv)
+# What a loaded table's numbers may be, so that no prediction overflows to inf. The scale is a
+# whole network's time over the sum of its parts: 10x off either way, the parts do not describe
+# the network (and _fit_calibration falls back to the median ratio). Milliseconds (a part, a
+# network, the offset; fallback coefficients are ms per feature unit) stay under 17 minutes.
+SCALE_RANGE = (0.1, 10.0)
+MAX_MS = 1e6
 
 
 @dataclass(frozen=True)
@@ -927,11 +938,18 @@ class BuildProgress(NamedTuple):
     eta_s: float | None  # None until one measurement of each kind has been timed
 
 
-def _finite(where: str, value: Any, *, positive: bool = False) -> float:
+def _finite(where: str, value: Any, *, positive: bool = False, low: float | None = None,
+            high: float | None = None) -> float:
     ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-    if not ok or (positive and value <= 0):
-        raise LatencyTableError(
-            f"{where}: got {value!r}, expected a finite{' positive' if positive else ''} number")
+    ok = ok and not (positive and value <= 0) and not (low is not None and value < low) \
+        and not (high is not None and value > high)
+    if not ok:
+        expected = f"a finite{' positive' if positive else ''} number"
+        if low is not None:
+            expected += f" >= {low:g}"
+        if high is not None:
+            expected += f"{' and' if low is not None else ''} <= {high:g}"
+        raise LatencyTableError(f"{where}: got {value!r}, expected {expected}")
     return float(value)
 
 
@@ -1140,23 +1158,34 @@ class LatencyTable:
                                     "target device with 'python -m search latency-table')")
         st = data["settings"]
         _checked("settings", st, TableSettings.KEYS)
-        for k in ("device", "device_name", "dtype", "torch_version"):
+        for k in ("device_name", "torch_version"):
             if not isinstance(st[k], str):
                 raise LatencyTableError(f"settings.{k}: got {st[k]!r}, expected a string")
+        for k, allowed in (("device", ("cpu", "cuda")), ("dtype", tuple(DTYPES))):
+            if not isinstance(st[k], str) or st[k] not in allowed:
+                raise LatencyTableError(f"settings.{k}: got {st[k]!r}, expected one of "
+                                        f"{', '.join(allowed)}")
         for k in ("threads", "batch", "resolution"):
-            if not isinstance(st[k], int) or isinstance(st[k], bool) or st[k] < 1:
-                raise LatencyTableError(f"settings.{k}: got {st[k]!r}, expected an integer >= 1")
+            if not isinstance(st[k], int) or isinstance(st[k], bool) \
+                    or not 1 <= st[k] <= MAX_PART_VALUE:
+                raise LatencyTableError(f"settings.{k}: got {st[k]!r}, expected an integer from "
+                                        f"1 to {MAX_PART_VALUE:,}")
         settings = TableSettings(**st)
         if not isinstance(data["measurement"], dict):
             raise LatencyTableError("measurement: expected a JSON object")
+        if data["measurement"].get("reference_ms") is not None:  # None: not drift-corrected
+            _finite("measurement.reference_ms", data["measurement"]["reference_ms"],
+                    positive=True, high=MAX_MS)
         cal = data["calibration"]
         _checked("calibration", cal, ("scale", "offset_ms", "networks"))
-        if not isinstance(cal["networks"], int) or isinstance(cal["networks"], bool):
+        if not isinstance(cal["networks"], int) or isinstance(cal["networks"], bool) \
+                or cal["networks"] < 0:
             raise LatencyTableError(f"calibration.networks: got {cal['networks']!r}, "
-                                    "expected an integer")
-        calibration = Calibration(_finite("calibration.scale", cal["scale"], positive=True),
-                                  _finite("calibration.offset_ms", cal["offset_ms"]),
-                                  cal["networks"])
+                                    "expected an integer >= 0")
+        calibration = Calibration(
+            _finite("calibration.scale", cal["scale"], low=SCALE_RANGE[0], high=SCALE_RANGE[1]),
+            _finite("calibration.offset_ms", cal["offset_ms"], low=-MAX_MS, high=MAX_MS),
+            cal["networks"])
         fb = data["fallback"]
         _checked("fallback", fb, ("features", "coef"))
         if fb["features"] != list(FEATURES):
@@ -1170,7 +1199,8 @@ class LatencyTable:
                 raise LatencyTableError(f"fallback.coef: unknown part kind {kind!r}")
             if not isinstance(coef, list) or len(coef) != len(FEATURES):
                 raise LatencyTableError(f"fallback.coef.{kind}: expected {len(FEATURES)} numbers")
-            fallback[kind] = tuple(_finite(f"fallback.coef.{kind}", c) for c in coef)
+            fallback[kind] = tuple(_finite(f"fallback.coef.{kind}", c, low=0.0, high=MAX_MS)
+                                   for c in coef)
         if not isinstance(data["entries"], list) or not data["entries"]:
             raise LatencyTableError("entries: expected a non-empty list of parts")
         entries: dict[Part, float] = {}
@@ -1178,7 +1208,7 @@ class LatencyTable:
             part = Part.from_dict(e, where=f"entries[{i}]", extra=("ms",))
             if part in entries:
                 raise LatencyTableError(f"entries[{i}]: the same part appears twice")
-            entries[part] = _finite(f"entries[{i}].ms", e["ms"], positive=True)
+            entries[part] = _finite(f"entries[{i}].ms", e["ms"], positive=True, high=MAX_MS)
         networks = []
         raw_nets = data.get("networks", [])
         if not isinstance(raw_nets, list):
@@ -1194,7 +1224,8 @@ class LatencyTable:
                 raise LatencyTableError(f"networks[{i}].arch: {exc}") from None
             networks.append(NetworkTiming(
                 n["name"], n["role"], arch,
-                _finite(f"networks[{i}].measured_ms", n["measured_ms"], positive=True),
+                _finite(f"networks[{i}].measured_ms", n["measured_ms"], positive=True,
+                        high=MAX_MS),
                 _finite(f"networks[{i}].rel_ci", n["rel_ci"])))
         return cls(settings, entries, fallback, calibration, tuple(networks),
                    dict(data["measurement"]), source)
@@ -1249,7 +1280,8 @@ def _fit_calibration(sums: list[float], measured: list[float]) -> Calibration:
     s = np.asarray(sums)
     m = np.asarray(measured)
     a, b = np.linalg.lstsq(np.stack([s / m, 1 / m], axis=1), np.ones(n), rcond=None)[0]
-    if not (a > 0 and np.all(a * s + b > 0)):
+    if not (SCALE_RANGE[0] <= a <= SCALE_RANGE[1] and abs(b) <= MAX_MS
+            and np.all(a * s + b > 0)):  # a table must load what it was fitted to
         return Calibration(ratio, 0.0, n)
     return Calibration(float(a), float(b), n)
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import errno
 import io
 import json
 import math
@@ -131,6 +132,34 @@ def _parse(column: str, text: str) -> Any:
     return text
 
 
+def probe_writable(folder: str | os.PathLike, *, option: str) -> None:
+    """Fail now, in one line, if files cannot be created in ``folder`` (created for the test and
+    removed again if it did not exist), rather than after minutes of work."""
+    folder = Path(folder)
+    missing, existing = [], folder
+    while not existing.exists() and existing != existing.parent:
+        missing.append(existing)
+        existing = existing.parent
+    try:
+        if not existing.is_dir():
+            raise NotADirectoryError(errno.ENOTDIR, "not a folder", str(existing))
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".ghostnas-probe.", dir=folder)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        where = exc.filename or folder
+        raise RunFolderError(f"{option}: cannot write in {str(folder)!r} ({str(where)!r}: "
+                             f"{exc.strerror or exc}); pass a path in a folder you can "
+                             "write") from None
+    finally:
+        for path in missing:  # deepest first: leave no empty folders behind
+            try:
+                path.rmdir()
+            except OSError:
+                pass
+
+
 class RunFolder:
     """Paths and atomic readers/writers of one run folder."""
 
@@ -146,6 +175,16 @@ class RunFolder:
 
     def exists(self) -> bool:
         return self.meta_path.is_file()
+
+    def holds(self, path: str | os.PathLike) -> bool:
+        """Whether writing ``path`` would replace a file of this run (or the folder itself, or
+        anything in Ray's ``ray/`` state)."""
+        target, root = Path(path).resolve(), self.path.resolve()
+        own = {p.name for p in (self.meta_path, self.trials_path, self.curves_path,
+                                self.study_path, self.pareto_path, self.report_path,
+                                self.lock_path)}
+        return (target == root or (target.parent == root and target.name in own)
+                or target.is_relative_to(root / "ray"))
 
     def require(self) -> RunFolder:
         """Raise a one-line error unless this is a run folder."""

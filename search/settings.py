@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import hashlib
 import math
@@ -16,6 +17,21 @@ __all__ = ["RunSettings", "SettingsError", "RESUME_MUST_MATCH"]
 
 class SettingsError(UserError):
     pass
+
+
+MAX_SEED = 2**32 - 1  # numpy's and Optuna's samplers take seeds up to here
+
+
+def seed_arg(text: str) -> int:
+    """argparse type of every ``--seed``: an integer from 0 to :data:`MAX_SEED`."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = None
+    if value is None or not 0 <= value <= MAX_SEED:
+        raise argparse.ArgumentTypeError(f"got {text!r}, expected an integer from 0 to "
+                                         f"{MAX_SEED}")
+    return value
 
 
 @dataclass(frozen=True)

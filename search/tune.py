@@ -29,8 +29,8 @@ from typing import Any
 
 from evaluators.budget import format_flops
 from evaluators.flops import count, flops_range
-from search.runfolder import RunFolder, RunFolderError, safe_name
-from search.settings import RunSettings, SettingsError
+from search.runfolder import RunFolder, RunFolderError, probe_writable, safe_name
+from search.settings import MAX_SEED, RunSettings, SettingsError
 from space import (
     ArchitectureError,
     UserError,
@@ -386,6 +386,7 @@ def run_search(settings: RunSettings, out_dir: str | os.PathLike, *,
         raise SettingsError(f"--out {str(folder.path)!r} is a file; pass a folder (new, empty, "
                             "or the run folder to continue)")
     resumed = folder.exists()
+    probe_writable(folder.path, option="--out")
     if resumed:
         old_meta = folder.read_meta()
         old = RunSettings.from_dict(old_meta.get("settings"), where=str(folder.meta_path))
@@ -398,7 +399,7 @@ def run_search(settings: RunSettings, out_dir: str | os.PathLike, *,
                             "folder; pass an empty or new folder")
     address = _ray_address(settings)
     if address is not None:
-        _check_reachable(address)
+        _check_reachable(address, option=_address_option(settings))
 
     proxy_overrides = {"seed": settings.seed}
     if settings.epochs is not None:
@@ -410,8 +411,14 @@ def run_search(settings: RunSettings, out_dir: str | os.PathLike, *,
     predict_latency, latency_source = _latency_predictor(settings)
     if address is not None:  # join the cluster before anything is written
         _init_ray(settings)
+        _check_fits(settings, _cluster_nodes(), where=f"the Ray cluster at {address}",
+                    log=log)
+    else:
+        _check_fits(settings, [_this_machine()], where="this machine", log=log)
 
     with folder.lock():  # from here on, a second run into this folder is refused
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        storage, n_existing = _open_study(folder, resumed=resumed)  # before anything is written
         if resumed:
             meta = folder.read_meta()
             meta["settings"]["trials"] = settings.trials
@@ -431,13 +438,9 @@ def run_search(settings: RunSettings, out_dir: str | os.PathLike, *,
         })
         folder.write_meta(meta)
 
-        optuna.logging.set_verbosity(optuna.logging.WARNING)
-        storage = _storage(folder)
         directions = [{"top1": "maximize", "flops": "minimize", "latency": "minimize"}[o]
                       for o in settings.objectives]
-        n_existing = len(optuna.load_study(study_name=STUDY_NAME, storage=storage).trials) \
-            if resumed and _study_exists(storage) else 0
-        sampler = make_sampler(settings.sampler, seed=settings.seed + n_existing,
+        sampler = make_sampler(settings.sampler, seed=(settings.seed + n_existing) % (MAX_SEED + 1),
                                n_trials=settings.trials)
         study = optuna.create_study(study_name=STUDY_NAME, storage=storage, directions=directions,
                                     sampler=sampler, load_if_exists=True)
@@ -448,7 +451,8 @@ def run_search(settings: RunSettings, out_dir: str | os.PathLike, *,
                                  objectives=settings.objectives,
                                  latency_budget_ms=settings.latency_budget_ms
                                  if predict_latency else None,
-                                 predict_latency=predict_latency, seed=settings.seed + n_existing)
+                                 predict_latency=predict_latency,
+                                 seed=(settings.seed + n_existing) % (MAX_SEED + 1))
         abandoned = source.abandon_running("interrupted: the run was killed while it trained")
         run = _Run(settings, folder, meta=meta, source=source, proxy=proxy.to_dict(),
                    predict_latency=predict_latency, latency_source=latency_source, log=log)
@@ -508,6 +512,36 @@ def _ray_error(trial) -> str:
 def _epochs_done(result: dict) -> int:
     epoch = int(result.get("epoch", 0) or 0)
     return epoch - 1 if result.get("status") == "failed" else epoch  # a failure reports k+1
+
+
+def _open_study(folder: RunFolder, *, resumed: bool):
+    """(storage, number of trials the study holds); a journal that cannot be read is a one-line
+    error naming it (a crash would have left run.json changed and said nothing useful)."""
+    import optuna
+
+    try:
+        storage = _storage(folder)
+        n_existing = len(optuna.load_study(study_name=STUDY_NAME, storage=storage).trials) \
+            if resumed and _study_exists(storage) else 0
+        _check_last_record(folder.study_path)  # Optuna reads past a bad last line, then breaks
+    except (ValueError, AssertionError, KeyError, TypeError, IndexError) as exc:
+        first = (str(exc).strip().splitlines() or [""])[0][:120]
+        raise RunFolderError(f"{folder.study_path}: the Optuna study cannot be read "
+                             f"({type(exc).__name__}: {first}); the file is damaged (restore "
+                             "it, or pass a new --out)") from None
+    return storage, n_existing
+
+
+def _check_last_record(path: Path, *, window: int = 1 << 20) -> None:
+    """Raise ValueError if the journal's last (whole) line is not JSON: Optuna defers that error
+    until a record follows it, which the run's first append would make."""
+    if not path.is_file():
+        return
+    with open(path, "rb") as fh:
+        fh.seek(max(0, fh.seek(0, os.SEEK_END) - window))
+        tail = fh.read().rstrip(b"\n").rsplit(b"\n", 1)[-1]
+    if tail.strip():
+        json.loads(tail)
 
 
 def _storage(folder: RunFolder):
@@ -575,6 +609,13 @@ def _tune(run: _Run, settings: RunSettings, data, epochs: int) -> bool:
     import ray
     from ray import tune
 
+    if settings.address is None:  # what Ray found here (cgroups, CUDA_VISIBLE_DEVICES...)
+        try:
+            _check_fits(settings, _cluster_nodes(), where="this machine (as Ray sees it)",
+                        log=run.log)
+        except SettingsError:
+            ray.shutdown()
+            raise
     GhostSearcher, ReferenceSafeASHA, Recorder = _ray_classes()
     resources = {"cpu": settings.cpus_per_trial}
     if settings.gpus_per_trial:
@@ -632,6 +673,43 @@ def _trial_dirname(trial) -> str:
     return safe_name(trial.config.get("trial_id") or trial.trial_id, default=trial.trial_id)
 
 
+def _this_machine() -> dict[str, float]:
+    """The CPUs and GPUs a private Ray cluster will find here (as Ray counts them: the CPUs
+    this process may run on, the CUDA devices torch sees)."""
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        cpus = os.cpu_count() or 1
+    import torch
+
+    return {"CPU": float(cpus), "GPU": float(torch.cuda.device_count())}
+
+
+def _cluster_nodes() -> list[dict[str, float]]:
+    """Each live Ray node's total resources."""
+    import ray
+
+    return [node["Resources"] for node in ray.nodes() if node.get("Alive")]
+
+
+def _check_fits(settings: RunSettings, nodes: list[dict[str, float]], *, where: str,
+                log: Callable[[str], None]) -> None:
+    """A trial runs on one node: if none has ``--cpus-per-trial`` CPUs and ``--gpus-per-trial``
+    GPUs, no trial would ever start (Ray waits for such a node). On this machine that is an
+    error; on a cluster, a warning (an autoscaler may add one)."""
+    need = {"CPU": settings.cpus_per_trial, "GPU": settings.gpus_per_trial}
+    if any(all(node.get(k, 0.0) + 1e-9 >= v for k, v in need.items()) for node in nodes):
+        return
+    have = ", ".join(f"{node.get('CPU', 0):g} CPUs/{node.get('GPU', 0):g} GPUs"
+                     for node in nodes[:4]) or "no live node"
+    what = (f"--cpus-per-trial {settings.cpus_per_trial:g} --gpus-per-trial "
+            f"{settings.gpus_per_trial:g}: no node of {where} has that much ({have})")
+    if settings.address is None:
+        raise SettingsError(f"{what}; lower them (or run on a cluster with --address)")
+    log(f"warning: {what}; trials wait until such a node joins (an autoscaler may add one; "
+        "Ctrl-C stops)")
+
+
 def _slots(resources: dict[str, float]) -> int:
     """How many trials of ``resources`` fit on the cluster at once."""
     import ray
@@ -654,7 +732,12 @@ def _ray_address(settings: RunSettings) -> str | None:
     return settings.address or os.environ.get("RAY_ADDRESS") or None
 
 
-def _check_reachable(address: str) -> None:
+def _address_option(settings: RunSettings) -> str:
+    """Where the address came from, for error messages."""
+    return "--address" if settings.address else "$RAY_ADDRESS"
+
+
+def _check_reachable(address: str, *, option: str = "--address") -> None:
     """Fail in seconds, not after Ray's minutes of retries, when nothing listens at ``address``."""
     import ipaddress
     import socket
@@ -664,7 +747,7 @@ def _check_reachable(address: str) -> None:
     host, _, port = address.rpartition(":")
     host = host.strip("[]")
     if not host or not port.isdigit():
-        raise UserError(f"--address {address!r}: expected HOST:PORT of a Ray head node, e.g. "
+        raise UserError(f"{option} {address!r}: expected HOST:PORT of a Ray head node, e.g. "
                         "10.0.0.5:6379 (the address 'ray start --head' prints)")
     hosts = [host]
     try:
@@ -686,7 +769,7 @@ def _check_reachable(address: str) -> None:
             return
         except OSError:
             continue
-    raise UserError(f"--address {address}: no Ray cluster answers there; start one with "
+    raise UserError(f"{option} {address}: no Ray cluster answers there; start one with "
                     "'ray start --head --port PORT' on the head node, check the address and the "
                     "firewall, or leave --address out to run on this machine alone")
 
@@ -712,10 +795,15 @@ def _init_ray(settings: RunSettings) -> None:
     if address:
         try:
             ray.init(address=address, **common)
-        except (ConnectionError, RuntimeError, ray.exceptions.RayError) as exc:
+        except (ConnectionError, RuntimeError, ValueError, ray.exceptions.RayError) as exc:
+            if address.startswith("ray://"):
+                raise UserError(f"{_address_option(settings)} {address}: Ray Client could not "
+                                f"connect ({str(exc).splitlines()[0]}); run GhostNAS on a node "
+                                "of the cluster with --address HEAD:6379 instead") from None
             # Something listens there (_check_reachable), but Ray could not join it: most often
             # a cluster with token authentication (Ray >= 2.52) and a driver without the token.
-            raise UserError(f"--address {address}: the Ray cluster there refused this driver "
+            raise UserError(f"{_address_option(settings)} {address}: the Ray cluster there "
+                            "refused this driver "
                             f"({str(exc).splitlines()[0]}); if it uses token authentication, "
                             "set RAY_AUTH_MODE=token and its token (RAY_AUTH_TOKEN, "
                             "RAY_AUTH_TOKEN_PATH or ~/.ray/auth_token) as on its nodes, and "

@@ -32,21 +32,22 @@ class ArchitectureError(UserError):
     """An architecture value or file breaks a rule; the message names the field and what is allowed."""
 
 
-def check_int(where: str, value: Any, *, minimum: int = 1, odd: bool = False,
-              choices: tuple[int, ...] | None = None) -> int:
+def check_int(where: str, value: Any, *, minimum: int = 1, maximum: int | None = None,
+              odd: bool = False, choices: tuple[int, ...] | None = None) -> int:
     """Return ``value`` if it is an int (not a bool) meeting the rule, else raise naming ``where``."""
     if choices is not None:
         allowed = " or ".join(str(c) for c in choices)
-    elif odd:
-        allowed = f"an odd integer >= {minimum}"
     else:
-        allowed = f"an integer >= {minimum}"
+        allowed = f"an {'odd ' if odd else ''}integer >= {minimum}"
+        if maximum is not None:
+            allowed += f" and <= {maximum:,}"
     ok = isinstance(value, int) and not isinstance(value, bool)
     if ok:
         if choices is not None:
             ok = value in choices
         else:
-            ok = value >= minimum and (not odd or value % 2 == 1)
+            ok = (value >= minimum and (maximum is None or value <= maximum)
+                  and (not odd or value % 2 == 1))
     if not ok:
         raise ArchitectureError(f"{where}: got {value!r}, expected {allowed}")
     return value
@@ -66,6 +67,36 @@ def check_float(where: str, value: Any, *, low: float, high: float | None = None
     if not ok:
         raise ArchitectureError(f"{where}: got {value!r}, expected {allowed}")
     return float(value)
+
+
+# Upper bounds of an architecture's fields, far beyond any network that could be trained, so
+# that absurd values (1e308, 10**400) are refused here instead of overflowing in make_divisible
+# or in the allocator. The default space tops out at 1,536 built channels, s = 4, d = 5.
+MAX_WIDTH = 16.0
+MAX_CHANNELS = 65_536  # base channels: stem, exp, out, head
+MAX_KERNEL = 31  # k and d
+MAX_GHOST_RATIO = 64  # s
+MAX_CLASSES = 1_000_000
+
+
+def check_width(where: str, value: Any) -> float:
+    return check_float(where, value, low=0.0, high=MAX_WIDTH, high_inclusive=True)
+
+
+def check_channels(where: str, value: Any) -> int:
+    return check_int(where, value, maximum=MAX_CHANNELS)
+
+
+def check_kernel(where: str, value: Any) -> int:
+    return check_int(where, value, maximum=MAX_KERNEL, odd=True)
+
+
+def check_ghost_ratio(where: str, value: Any) -> int:
+    return check_int(where, value, minimum=2, maximum=MAX_GHOST_RATIO)
+
+
+def check_classes(where: str, value: Any) -> int:
+    return check_int(where, value, maximum=MAX_CLASSES)
 
 
 def check_bool(where: str, value: Any) -> bool:

@@ -22,9 +22,14 @@ from torch import nn
 from space._utils import (
     ArchitectureError,
     check_bool,
+    check_channels,
+    check_classes,
     check_float,
+    check_ghost_ratio,
     check_int,
+    check_kernel,
     check_keys,
+    check_width,
     make_divisible,
 )
 from space.layers import PooledConv
@@ -69,12 +74,12 @@ class Block:
         return self._hash
 
     def validate(self, where: str) -> None:
-        check_int(f"{where}.k", self.k, odd=True)
-        check_int(f"{where}.exp", self.exp)
-        check_int(f"{where}.out", self.out)
+        check_kernel(f"{where}.k", self.k)
+        check_channels(f"{where}.exp", self.exp)
+        check_channels(f"{where}.out", self.out)
         check_bool(f"{where}.se", self.se)
-        check_int(f"{where}.s", self.s, minimum=2)
-        check_int(f"{where}.d", self.d, odd=True)
+        check_ghost_ratio(f"{where}.s", self.s)
+        check_kernel(f"{where}.d", self.d)
         check_int(f"{where}.stride", self.stride, choices=(1, 2))
 
     def to_dict(self) -> dict[str, Any]:
@@ -141,11 +146,11 @@ class Architecture:
                 if not isinstance(block, Block):
                     raise ArchitectureError(
                         f"stages[{i}][{j}]: got {type(block).__name__}, expected a Block")
-        check_float("width", self.width, low=0.0)
+        check_width("width", self.width)
         object.__setattr__(self, "width", float(self.width))
-        check_int("stem", self.stem)
-        check_int("head", self.head)
-        check_int("num_classes", self.num_classes)
+        check_channels("stem", self.stem)
+        check_channels("head", self.head)
+        check_classes("num_classes", self.num_classes)
         check_float("dropout", self.dropout, low=0.0, high=1.0, low_inclusive=True)
         object.__setattr__(self, "dropout", float(self.dropout))
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -44,15 +45,18 @@ def read_json_file(path: str | os.PathLike, *, what: str, max_bytes: int = MAX_J
         raise ArchitectureError(
             f"{what} file {str(path)!r} is not valid JSON: {exc.msg} at line {exc.lineno} "
             f"column {exc.colno}") from None
+    except ValueError:  # json.loads's only other ValueError: an integer past int()'s digit limit
+        raise ArchitectureError(
+            f"{what} file {str(path)!r} is not valid JSON: it holds an integer of more than "
+            f"{sys.get_int_max_str_digits()} digits") from None
 
 
 def architecture_from_dict(data: Any) -> ArchLike:
     """Parse an architecture object of any family (``family`` defaults to ``ghostnet``)."""
-    family = data.get("family", Architecture.family) if isinstance(data, dict) else None
-    if family not in FAMILIES:
-        if family is None and not isinstance(data, dict):
-            raise ArchitectureError(
-                f"architecture: got {type(data).__name__}, expected a JSON object")
+    if not isinstance(data, dict):
+        raise ArchitectureError(f"architecture: got {type(data).__name__}, expected a JSON object")
+    family = data.get("family", Architecture.family)
+    if not isinstance(family, str) or family not in FAMILIES:  # a list or dict is unhashable
         raise ArchitectureError(
             f"family: got {family!r}, expected one of {', '.join(FAMILIES)}")
     return FAMILIES[family].from_dict(data)

@@ -18,9 +18,13 @@ from torch import nn
 from space._utils import (
     ArchitectureError,
     check_bool,
+    check_channels,
+    check_classes,
     check_float,
     check_int,
+    check_kernel,
     check_keys,
+    check_width,
     make_divisible,
 )
 from space.ghostnet import FORMAT_VERSION
@@ -47,9 +51,9 @@ class MBBlock:
     KEYS: ClassVar[tuple[str, ...]] = ("k", "exp", "out", "se", "act", "stride")
 
     def __post_init__(self) -> None:
-        check_int("block.k", self.k, odd=True)
-        check_int("block.exp", self.exp)
-        check_int("block.out", self.out)
+        check_kernel("block.k", self.k)
+        check_channels("block.exp", self.exp)
+        check_channels("block.out", self.out)
         check_bool("block.se", self.se)
         if self.act not in ACTIVATIONS:
             raise ArchitectureError(f"block.act: got {self.act!r}, expected one of {ACTIVATIONS}")
@@ -91,10 +95,10 @@ class MobileNetV3Arch:
             object.__setattr__(self, "blocks", tuple(self.blocks))
         if not self.blocks or not all(isinstance(b, MBBlock) for b in self.blocks):
             raise ArchitectureError("blocks: expected a non-empty list of blocks")
-        object.__setattr__(self, "width", check_float("width", self.width, low=0.0))
-        check_int("stem", self.stem)
-        check_int("head", self.head)
-        check_int("num_classes", self.num_classes)
+        object.__setattr__(self, "width", check_width("width", self.width))
+        check_channels("stem", self.stem)
+        check_channels("head", self.head)
+        check_classes("num_classes", self.num_classes)
         object.__setattr__(self, "dropout", check_float(
             "dropout", self.dropout, low=0.0, high=1.0, low_inclusive=True))
 

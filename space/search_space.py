@@ -27,7 +27,18 @@ import random
 from dataclasses import dataclass
 from typing import Any, ClassVar, Protocol
 
-from space._utils import ArchitectureError, UserError, check_float, check_int, check_keys
+from space._utils import (
+    ArchitectureError,
+    UserError,
+    check_channels,
+    check_classes,
+    check_float,
+    check_ghost_ratio,
+    check_int,
+    check_kernel,
+    check_keys,
+    check_width,
+)
 from space.ghostnet import _GHOSTNET_TABLE, Architecture, Block
 
 __all__ = ["SearchSpace", "StageSpace", "BlockSpace", "SpaceError", "Trial", "default_space",
@@ -43,11 +54,15 @@ class Trial(Protocol):
 
 
 def _choices(where: str, values: Any, check) -> tuple:
-    if isinstance(values, (list, tuple)) and values and len(set(values)) == len(values):
+    """The choices, each checked by the architecture's own rule for that field, then distinct
+    (checked first: a list or dict among them is unhashable)."""
+    if isinstance(values, (list, tuple)) and values:
         try:
-            return tuple(check(f"{where}[{i}]", v) for i, v in enumerate(values))
+            checked = tuple(check(f"{where}[{i}]", v) for i, v in enumerate(values))
         except ArchitectureError as exc:
             raise SpaceError(str(exc)) from None
+        if len(set(checked)) == len(checked):
+            return checked
     raise SpaceError(f"{where}: got {values!r}, expected a non-empty list of distinct choices")
 
 
@@ -70,10 +85,10 @@ class BlockSpace:
 
     def validated(self, where: str) -> BlockSpace:
         return BlockSpace(
-            exp=_choices(f"{where}.exp", self.exp, check_int),
+            exp=_choices(f"{where}.exp", self.exp, check_channels),
             se=_choices(f"{where}.se", self.se, _bool),
-            s=_choices(f"{where}.s", self.s, lambda w, v: check_int(w, v, minimum=2)),
-            d=_choices(f"{where}.d", self.d, lambda w, v: check_int(w, v, odd=True)))
+            s=_choices(f"{where}.s", self.s, check_ghost_ratio),
+            d=_choices(f"{where}.d", self.d, check_kernel))
 
 
 @dataclass(frozen=True)
@@ -97,10 +112,10 @@ class StageSpace:
         if not isinstance(blocks, (list, tuple)) or not blocks:
             raise SpaceError(f"{where}.blocks: expected a non-empty list of block choices")
         stage = StageSpace(
-            out=_choices(f"{where}.out", self.out, check_int),
+            out=_choices(f"{where}.out", self.out, check_channels),
             depth=_choices(f"{where}.depth", self.depth, check_int),
             stride=stride,
-            k=_choices(f"{where}.k", self.k, lambda w, v: check_int(w, v, odd=True)),
+            k=_choices(f"{where}.k", self.k, check_kernel),
             blocks=tuple(b.validated(f"{where}.blocks[{j}]") for j, b in enumerate(blocks)))
         if max(stage.depth) > len(stage.blocks):
             raise SpaceError(
@@ -127,12 +142,11 @@ class SearchSpace:
             raise SpaceError("stages: expected a non-empty list of stage choices")
         object.__setattr__(self, "stages", tuple(
             s.validated(f"stages[{i}]") for i, s in enumerate(self.stages)))
-        object.__setattr__(self, "width", _choices(
-            "width", self.width, lambda w, v: check_float(w, v, low=0.0)))
+        object.__setattr__(self, "width", _choices("width", self.width, check_width))
         try:
-            check_int("stem", self.stem)
-            check_int("head", self.head)
-            check_int("num_classes", self.num_classes)
+            check_channels("stem", self.stem)
+            check_channels("head", self.head)
+            check_classes("num_classes", self.num_classes)
             check_float("dropout", self.dropout, low=0.0, high=1.0, low_inclusive=True)
         except ArchitectureError as exc:
             raise SpaceError(str(exc)) from None

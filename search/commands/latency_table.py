@@ -13,6 +13,8 @@ import argparse
 import sys
 import time
 
+from search.settings import seed_arg
+
 MAX_ARCHS = 500  # beyond this the file outgrows the 4 MiB that a table file may hold
 
 
@@ -34,7 +36,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="input side in pixels (the deployment resolution)")
     p.add_argument("--dtype", choices=("float32", "float16", "bfloat16"), default="float32",
                    help="weights and inputs of the timed networks")
-    p.add_argument("--seed", type=int, default=0, metavar="S",
+    p.add_argument("--seed", type=seed_arg, default=0, metavar="S",
                    help="seed of the sampled architectures")
     p.add_argument("--space", metavar="FILE", default=None,
                    help="a search-space JSON file (default: the built-in space)")
@@ -80,6 +82,7 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from evaluators.latency import LatencyError, TableSettings, build_table
+    from search.runfolder import probe_writable
     from space import UserError, create_architecture, list_models
     from space.search_space import load_space
 
@@ -90,6 +93,7 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"--out: {str(out)!r} is a folder; expected a file name")
     if not out.parent.is_dir():
         raise UserError(f"--out: folder {str(out.parent)!r} does not exist")
+    probe_writable(out.parent, option="--out")  # before minutes of measuring, not after
     if not 1 <= args.archs <= MAX_ARCHS:
         raise UserError(f"--archs: got {args.archs}, expected 1 to {MAX_ARCHS}")
     holdout = max(2, args.archs // 4) if args.holdout is None else args.holdout

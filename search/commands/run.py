@@ -6,6 +6,7 @@ import argparse
 import sys
 
 from evaluators.data import DATASETS
+from search.settings import seed_arg
 
 DEFAULT_TRIALS = 12
 
@@ -42,7 +43,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="asha: Ray Tune's asynchronous successive halving stops candidates "
                         "whose proxy top1 trails their peers' at the same epoch (reference "
                         "models always finish); none: every trial runs all epochs")
-    g.add_argument("--seed", type=int, default=0,
+    g.add_argument("--seed", type=seed_arg, default=0,
                    help="seeds the sampler, the held-out split, weights and batch order")
 
     g = p.add_argument_group("data")
@@ -115,7 +116,11 @@ def run(args: argparse.Namespace) -> int:
     if args.dataset in ("cifar10", "cifar100", "folder") and args.data_dir is None:
         raise SettingsError(f"--dataset {args.dataset} needs --data-dir PATH (where the data "
                             "lies; nothing is downloaded)")
-    out = Path(args.out) if args.out else Path("ghostnas-runs") / f"run-{datetime.now():%Y%m%d-%H%M%S}"
+    if args.out is not None and not args.out.strip():
+        raise SettingsError("--out: got an empty path; pass a folder (or leave --out out for "
+                            "ghostnas-runs/run-<date>-<time>)")
+    out = (Path(args.out) if args.out is not None
+           else Path("ghostnas-runs") / f"run-{datetime.now():%Y%m%d-%H%M%S}")
     if args.resume and not RunFolder(out).exists():
         raise SettingsError(f"--resume: {str(out)!r} is not a run folder to continue; "
                             "pass the --out of an earlier run")

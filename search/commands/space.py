@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from search.settings import seed_arg
+
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--budget", metavar="B", default=None,
@@ -12,7 +14,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="a search-space JSON file (default: the built-in space)")
     p.add_argument("--samples", type=int, default=4000, metavar="N",
                    help="random architectures drawn to estimate the share under the budget")
-    p.add_argument("--seed", type=int, default=0, help="seed of those draws")
+    p.add_argument("--seed", type=seed_arg, default=0, help="seed of those draws")
     p.add_argument("--json", action="store_true", help="print the space as JSON (a --space file)")
 
 

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from evaluators.data import DATASETS
+from search.settings import seed_arg
 from space import UserError
 
 TRAIN_FORMAT = "ghostnas-train"  # train.json's "format": marks DIR as a train output
@@ -77,7 +78,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="images per step (default 128)")
     g.add_argument("--lr", type=float, default=None, metavar="LR",
                    help="peak learning rate (default 0.1 x B/128: the linear scaling rule)")
-    g.add_argument("--seed", type=int, default=None, metavar="S",
+    g.add_argument("--seed", type=seed_arg, default=None, metavar="S",
                    help="seeds the validation split, the weights and the batch order "
                         "(default 0)")
     g.add_argument("--device", choices=("auto", "cpu", "cuda"), default=None,
@@ -131,6 +132,12 @@ def _check_out(out: Path, *, resume: bool, force: bool) -> dict[str, Any] | None
         if previous is None:
             raise TrainOutError(f"--resume: {q}/train.json is missing or damaged, so the run's "
                                 "settings are unknown; start over with --force")
+        history = previous.get("history", [])
+        if not isinstance(history, list) or not all(
+                isinstance(h, dict) and type(h.get("epoch")) is int for h in history):
+            raise TrainOutError(f"--resume: {q}/train.json: 'history' is damaged (expected a "
+                                "list of per-epoch records); restore it, or start over with "
+                                "--force")
         return previous
     if ours and not force:
         done = len(previous.get("history") or []) if previous else "?"

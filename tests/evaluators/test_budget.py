@@ -32,6 +32,18 @@ def test_latency_budgets_parse(text, ms):
     assert parse_latency_ms(text) == pytest.approx(ms)
 
 
+@pytest.mark.parametrize("text", ["800\u00b5s", "800\u03bcs", "800 \u039cS"])
+def test_micro_as_micro_sign_or_greek_mu(text):
+    """U+00B5 (what a keyboard's AltGr+m types) and U+03BC (Greek mu) both mean micro."""
+    assert parse_latency_ms(text) == 0.8
+
+
+def test_the_same_latency_in_other_units_is_the_same_number():
+    """A resumed run compares budgets exactly: 700us must equal 0.7ms, not 0.7000000000000001."""
+    assert parse_latency_ms("700us") == parse_latency_ms("0.7ms") == 0.7
+    assert parse_latency_ms("1.5s") == parse_latency_ms("1500ms") == 1500.0
+
+
 @pytest.mark.parametrize("text", ["fast", "-1ms", "0ms", "15 min", "nan ms"])
 def test_bad_latency_budgets(text):
     with pytest.raises(BudgetError, match="--latency-budget"):

@@ -7,6 +7,7 @@ import os
 import pickle
 import struct
 import time
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -142,6 +143,20 @@ def write_image_folder(root: Path, *, classes: tuple[str, ...] = ("cat", "dog", 
                 Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)).save(
                     root / c / f"{j:03d}.jpg", quality=90)
     return root
+
+
+def write_png16(path: Path, pixels: np.ndarray) -> None:
+    """A 16-bit RGB (H, W, 3) or RGBA (H, W, 4) PNG, written by hand: PIL writes 16 bits only
+    for grayscale."""
+    h, w, c = pixels.shape
+    rows = b"".join(b"\0" + pixels[y].astype(">u2").tobytes() for y in range(h))  # filter 0
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", w, h, 16, {3: 2, 4: 6}[c], 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header)
+                     + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b""))
 
 
 def _rows(x: torch.Tensor) -> set[bytes]:
@@ -461,6 +476,42 @@ def test_folder_errors_are_one_line(tmp_path):
     with pytest.raises(DataError) as excinfo:
         load_dataset("folder", data_dir=split)
     assert "zebra" in _one_line_error(excinfo)
+
+
+def test_decompression_bomb_is_refused_like_an_unreadable_image(tmp_path):
+    root = write_image_folder(tmp_path / "bomb", per_class=4)
+    path = root / "dog" / "bomb.png"
+    Image.fromarray(np.zeros((1, 1), np.uint8)).save(path)
+    raw = bytearray(path.read_bytes())  # the header claims 100000 x 100000 (10 G pixels)
+    raw[16:24] = struct.pack(">II", 100_000, 100_000)  # IHDR width, height
+    raw[29:33] = struct.pack(">I", zlib.crc32(bytes(raw[12:29])))  # IHDR's CRC
+    path.write_bytes(raw)
+    with pytest.raises(DataError) as excinfo:
+        load_dataset("folder", data_dir=root, val_fraction=0.5)
+    message = _one_line_error(excinfo)
+    assert "bomb.png" in message and "too large" in message
+
+
+def test_16_bit_pngs_are_scaled_to_8_bits(tmp_path):
+    ramp = np.linspace(0, 65535, 32 * 32).round().astype(np.uint16).reshape(32, 32)
+    rgba = np.stack([ramp, ramp // 2, ramp // 4, np.full_like(ramp, 65535)], axis=-1)
+    for c in ("gray", "rgb", "rgba"):
+        (tmp_path / c).mkdir()
+    for i in range(2):
+        Image.fromarray(ramp).save(tmp_path / "gray" / f"{i}.png")  # PIL: mode I;16
+        write_png16(tmp_path / "rgb" / f"{i}.png", rgba[..., :3])
+        write_png16(tmp_path / "rgba" / f"{i}.png", rgba)
+    with Image.open(tmp_path / "gray" / "0.png") as im:
+        assert im.mode == "I;16"
+    data = load_dataset("folder", data_dir=tmp_path, val_fraction=0.5)  # 32x32: not resized
+    x = torch.cat([data.train_x, data.val_x]).numpy().astype(np.int64)
+    y = torch.cat([data.train_y, data.val_y]).numpy()
+    expected = np.round(rgba[..., :3].transpose(2, 0, 1) / 257).astype(np.int64)  # (3, 32, 32)
+    gray = x[y == data.classes.index("gray")]
+    assert np.array_equal(gray, np.broadcast_to(expected[0], gray.shape))
+    assert abs(gray.mean() - 127.5) < 0.5  # clipped, the ramp was nearly all white (254)
+    for c in ("rgb", "rgba"):  # PIL keeps each sample's high byte: within one step
+        assert np.abs(x[y == data.classes.index(c)] - expected).max() <= 1
 
 
 def test_image_data_checks_its_tensors():

@@ -263,6 +263,16 @@ def test_calibration_fit_recovers_scale_and_offset():
     assert (cal.scale, cal.offset_ms, cal.networks) == (pytest.approx(1.25), pytest.approx(2.0), 5)
 
 
+def test_calibration_fit_keeps_a_scale_the_table_can_load():
+    from evaluators.latency import _fit_calibration
+
+    # whole networks that all take ~12 ms: the least-squares line is nearly flat (scale ~0.02,
+    # offset ~11.8), outside what a table may hold, so the fit falls back to the median ratio
+    sums = [10.0, 10.5, 11.0]
+    cal = _fit_calibration(sums, [12.0, 12.01, 12.02])
+    assert (cal.scale, cal.offset_ms) == (pytest.approx(12.01 / 10.5), 0.0)
+
+
 def _edited(tiny_table, tmp_path, edit) -> Path:
     data = tiny_table[0].to_dict()
     edit(data)
@@ -315,6 +325,33 @@ def _set_first_entry(key, value):
     (lambda d: d["calibration"].update(scale=0), "calibration.scale: got 0"),
     (lambda d: d["fallback"]["coef"].update(ghost_block=[1.0]), "fallback.coef.ghost_block"),
     (lambda d: d.update(extra=1), "unknown key 'extra'"),
+    (_set_first_entry("part", ["x"]), "entries[0].part: got ['x'], expected one of ghost_stem"),
+    (_set_first_entry("side", 10**400), "entries[0].side: got 1000"),
+    (_set_first_entry("ms", 1e308), "entries[0].ms: got 1e+308, expected a finite positive "
+                                    "number <= 1e+06"),
+    (lambda d: d["entries"][1].update(se="yes"), "entries[1].se: got 'yes', expected true or "
+                                                 "false"),
+    # a scale or offset out of range would predict inf or nonsense
+    (lambda d: d["calibration"].update(scale=1e308), "calibration.scale: got 1e+308, expected "
+                                                     "a finite number >= 0.1 and <= 10"),
+    (lambda d: d["calibration"].update(scale=float("inf")), "calibration.scale: got inf"),
+    (lambda d: d["calibration"].update(scale=-1.0), "calibration.scale: got -1.0"),
+    (lambda d: d["calibration"].update(scale=0.01), "calibration.scale: got 0.01"),
+    (lambda d: d["calibration"].update(offset_ms=1e308), "calibration.offset_ms: got 1e+308"),
+    (lambda d: d["calibration"].update(networks=-1), "calibration.networks: got -1"),
+    (lambda d: d["fallback"]["coef"].update({"*": [1e308] * len(FEATURES)}),
+     "fallback.coef.*: got 1e+308, expected a finite number >= 0 and <= 1e+06"),
+    (lambda d: d["settings"].update(device="tpu"), "settings.device: got 'tpu', expected one of "
+                                                   "cpu, cuda"),
+    (lambda d: d["settings"].update(device=["cpu"]), "settings.device: got ['cpu']"),
+    (lambda d: d["settings"].update(dtype="int8"), "settings.dtype: got 'int8', expected one of "
+                                                   "float32, float16, bfloat16"),
+    (lambda d: d["settings"].update(batch=10**400), "settings.batch: got 1000"),
+    (lambda d: d["measurement"].update(reference_ms=[1]), "measurement.reference_ms: got [1]"),
+    (lambda d: d["networks"][0]["arch"].update(family=["x"]),
+     "networks[0].arch: family: got ['x'], expected one of ghostnet, mobilenetv3"),
+    (lambda d: d["networks"][0]["arch"].update(width=1e308),
+     "networks[0].arch: width: got 1e+308, expected a number > 0 and <= 16"),
 ])
 def test_bad_table_content_is_refused_in_one_line(tiny_table, tmp_path, edit, expect):
     path = _edited(tiny_table, tmp_path, edit)

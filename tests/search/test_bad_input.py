@@ -57,6 +57,12 @@ class Case:
     skip: str = ""
 
 
+def _has_cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
 def case(id: str, argv: str, *expect: str, skip: str = "") -> Case:
     return Case(id, tuple(argv.split()), expect, skip)
 
@@ -111,6 +117,14 @@ CASES = [
          "--data-dir {in}/one-class --out {out}", "at least 2 class sub-folders", "'cat'"),
     case("run-cifar-truncated-batch", "run --budget 300MFLOPs --dataset cifar10 "
          "--data-dir {in}/cifar-truncated --out {out}", "data_batch_2", "truncated"),
+
+    # -- resources no node has: refused before Ray starts (a trial would wait forever) --------
+    case("run-more-cpus-than-the-machine", "run --budget 300MFLOPs --cpus-per-trial 4096 "
+         "--out {out}", "--cpus-per-trial 4096 --gpus-per-trial 0: no node of this machine "
+         "has that much", "lower them"),
+    case("run-a-gpu-on-a-cpu-machine", "run --budget 300MFLOPs --gpus-per-trial 1 --out {out}",
+         "--gpus-per-trial 1: no node of this machine has that much", "0 GPUs",
+         skip="this machine has a GPU" if _has_cuda() else ""),
 
     # -- architecture files (show: every kind; train: the four of issue 8) ---------------------
     *[case(f"{verb}-arch-{name}", (TRAIN if verb == "train" else "show {arch}").format(
@@ -173,6 +187,22 @@ CASES = [
          "continue it with the same setting, or pass a new --out"),
     case("run-resume-without-saved-settings", "run " + " ".join(TINY) + " --out {oldrun}",
          "no saved run settings", "pass a new --out"),
+    case("report-out-is-the-runs-own-table", "report {run} --out {run}/trials.csv",
+         "would replace a file of the run itself", "drop --out"),
+    case("export-force-over-the-runs-settings", "export {run} --best --out {run}/run.json "
+         "--force", "would replace a file of the run itself"),
+    case("report-out-empty", "report {run} --out=", "--out: got an empty path"),
+    case("run-out-empty", "run --budget 60MFLOPs --out=", "--out: got an empty path"),
+    case("run-out-below-a-file", "run --budget 60MFLOPs --out {existing}/run",
+         "--out: cannot write in", "not a folder", "pass a path in a folder you can write"),
+    case("latency-table-out-below-a-file", "latency-table --out {existing}/t.json",
+         "--out:", "does not exist"),
+    *[case(f"{verb.split()[0]}-seed-{name}", f"{verb} --seed {seed}", "argument --seed: got "
+           f"'{seed}', expected an integer from 0 to 4294967295",
+           skip=NO_TRAIN if verb.startswith("train") else "")
+      for verb in ("run --budget 60MFLOPs --out {out}", "space", "latency-table --out {out}",
+                   TRAIN.format(arch="ghostnet_050"))
+      for name, seed in (("too-big", "4294967296"), ("negative", "-1"))],
     case("run-address-without-cluster", "run --budget 60MFLOPs --address 127.0.0.1:{port} "
          "--out {out}", "no Ray cluster answers there", "ray start --head"),
 ]

@@ -294,3 +294,15 @@ def test_a_folder_data_set_is_decoded_once_into_the_cache(tmp_path, monkeypatch)
     second = json.loads((tmp_path / "b" / "train.json").read_text())
     for a, b in zip(first["history"], second["history"], strict=True):
         assert (a["top1"], a["loss"]) == (b["top1"], b["loss"])  # same images and seed
+
+
+def test_a_damaged_history_is_refused_before_training(trained, tmp_path, capsys):
+    copy = tmp_path / "copy"
+    shutil.copytree(trained, copy)
+    record = json.loads((copy / "train.json").read_text())
+    (copy / "train.json").write_text(json.dumps({**record, "history": "x"}))
+    before = _snapshot(copy)
+    one_line_error(capsys, ["train", "ghostnet_050", "--out", str(copy), "--resume",
+                            "--epochs", "2"], "train.json: 'history' is damaged",
+                   "start over with --force")
+    assert _snapshot(copy) == before

@@ -127,6 +127,32 @@ def test_a_torn_journal_record_is_dropped_and_the_study_loads_and_grows(tmp_path
     assert [t.values for t in again.trials] == [[float(i), float(-i)] for i in range(4)]
 
 
+@pytest.mark.parametrize("damage", [b"this is not a journal record\n",
+                                    b'{"op_code": 99, "worker_id": "x"}\n'])
+def test_a_damaged_journal_is_one_line_and_run_json_is_untouched(tmp_path, damage):
+    """A journal line that is whole but not Optuna's (garbage, an unknown operation) cannot be
+    dropped as torn: the resume is refused in one line naming the file, before run.json is
+    written."""
+    out = tmp_path / "run"
+    make_run(out, n=3, failed=0, references=False)
+    folder = RunFolder(out)
+    folder.write_meta({**folder.read_meta(), "settings": SAVED.to_dict()})
+    study = optuna.create_study(study_name=STUDY_NAME, storage=_storage(folder),
+                                directions=["maximize", "minimize"])
+    study.tell(study.ask(), [1.0, 1.0])
+    folder.study_path.write_bytes(folder.study_path.read_bytes() + damage)
+    before = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
+    proc = subprocess.run([sys.executable, "-m", "search", "run", *TINY, "--out", str(out)],
+                          cwd=tmp_path, env=_env(), capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr
+    assert "study.journal: the Optuna study cannot be read" in proc.stderr
+    assert "restore it, or pass a new --out" in proc.stderr
+    after = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
+    after.pop(".ghostnas.lock", None)  # the lock the refused run took and released
+    assert after == before
+
+
 HOLDER = textwrap.dedent("""
     import sys, time
     from search.runfolder import RunFolder

@@ -112,17 +112,52 @@ INVALID = [
     (_with_top(colour="red"), "architecture", "'colour'", "allowed keys"),
     (_with_top(version=7), "version", "7", "1"),
     (_with_top(family="resnet"), "family", "'resnet'", "ghostnet"),
+    (_with_top(family=["ghostnet"]), "family", "['ghostnet']", "ghostnet, mobilenetv3"),
+    (_with_top(family={"a": 1}), "family", "{'a': 1}", "ghostnet, mobilenetv3"),
+    # absurd values are refused with the allowed range instead of overflowing later
+    (_with_top(width=1e308), "width", "1e+308", "<= 16"),
+    (_with_top(width=1e30), "width", "1e+30", "<= 16"),
+    (_with_block(out=10**400), "stages[1][0].out", str(10**400), "<= 65,536"),
+    (_with_block(exp=65_537), "stages[1][0].exp", "65537", "<= 65,536"),
+    (_with_block(d=1_000_000_001), "stages[1][0].d", "1000000001", "odd integer >= 1 and <= 31"),
+    (_with_block(k=33), "stages[1][0].k", "33", "<= 31"),
+    (_with_block(s=65), "stages[1][0].s", "65", ">= 2 and <= 64"),
+    (_with_top(stem=65_537), "stem", "65537", "<= 65,536"),
+    (_with_top(head=10**30), "head", str(10**30), "<= 65,536"),
+    (_with_top(num_classes=1_000_001), "num_classes", "1000001", "<= 1,000,000"),
 ]
 
 
 @pytest.mark.parametrize(("data", "field", "value", "allowed"), INVALID,
-                         ids=[f"{i}-{c[1]}-{c[2]}" for i, c in enumerate(INVALID)])
+                         ids=[f"{i}-{c[1]}-{c[2][:20]}" for i, c in enumerate(INVALID)])
 def test_invalid_values_name_field_value_and_rule(data, field, value, allowed):
     with pytest.raises(ArchitectureError) as info:
         architecture_from_dict(data)
     message = str(info.value)
     assert field in message and value in message and allowed in message
     assert "\n" not in message
+
+
+def test_largest_allowed_values_are_valid():
+    Architecture.from_dict(_with_block(k=31, d=31, s=64, exp=65_536, out=65_536))
+    Architecture.from_dict(_with_top(width=16, stem=65_536, head=65_536, num_classes=1_000_000))
+
+
+def test_mobilenetv3_has_the_same_bounds():
+    data = create_architecture("mobilenetv3_small_100").to_dict()
+    for edit, field, allowed in [
+        (lambda d: d.update(width=1e308), "width", "<= 16"),
+        (lambda d: d.update(head=65_537), "head", "<= 65,536"),
+        (lambda d: d.update(stem=10**400), "stem", "<= 65,536"),
+        (lambda d: d.update(num_classes=1_000_001), "num_classes", "<= 1,000,000"),
+        (lambda d: d["blocks"][1].update(exp=65_537), "blocks[1].exp", "<= 65,536"),
+        (lambda d: d["blocks"][1].update(k=33), "blocks[1].k", "<= 31"),
+    ]:
+        bad = copy.deepcopy(data)
+        edit(bad)
+        with pytest.raises(ArchitectureError) as info:
+            architecture_from_dict(bad)
+        assert str(info.value).startswith(f"{field}: got ") and allowed in str(info.value)
 
 
 def test_missing_key_is_named():
@@ -144,6 +179,8 @@ def test_python_constructor_validates_too():
     ('{"width": 1.0, "stem": 16', "not valid JSON"),
     ("[1, 2]", "expected a JSON object"),
     ("[" * 100000 + "]" * 100000, "nested too deeply"),
+    ('{"width": 1.0, "stem": ' + "1" * 5000 + "}",
+     "not valid JSON: it holds an integer of more than"),
 ])
 def test_bad_files_are_refused_with_one_line(tmp_path, content, message):
     path = tmp_path / "bad.json"

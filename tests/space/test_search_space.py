@@ -118,6 +118,26 @@ def test_space_json_round_trip(tmp_path):
     (lambda d: d.update(colour="red"), "unknown key 'colour'"),
     (lambda d: d["stages"][2].update(kernel=[3]), "stages[2]: unknown key 'kernel'"),
     (lambda d: d.update(stages=[]), "stages: expected a non-empty list"),
+    # unhashable choices are named, not a TypeError from set()
+    (lambda d: d["stages"][0]["blocks"][0].update(exp=[[16], 32]),
+     "stages[0].blocks[0].exp[0]: got [16], expected an integer"),
+    (lambda d: d.update(width=[{"a": 1}]), "width[0]: got {'a': 1}, expected a number"),
+    (lambda d: d["stages"][0]["blocks"][0].update(se=[[True]]),
+     "stages[0].blocks[0].se[0]: got [True], expected true or false"),
+    # the architecture's bounds apply to the choices
+    (lambda d: d.update(width=[0.5, 1e308]),
+     "width[1]: got 1e+308, expected a number > 0 and <= 16"),
+    (lambda d: d["stages"][1].update(out=[24, 10**400]), "stages[1].out[1]: got 1000"),
+    (lambda d: d["stages"][1].update(k=[33]),
+     "stages[1].k[0]: got 33, expected an odd integer >= 1 and <= 31"),
+    (lambda d: d["stages"][1]["blocks"][0].update(d=[3, 1_000_000_001]),
+     "stages[1].blocks[0].d[1]: got 1000000001"),
+    (lambda d: d["stages"][1]["blocks"][0].update(s=[65]),
+     "stages[1].blocks[0].s[0]: got 65, expected an integer >= 2 and <= 64"),
+    (lambda d: d["stages"][1]["blocks"][0].update(exp=[65_537]),
+     "stages[1].blocks[0].exp[0]: got 65537, expected an integer >= 1 and <= 65,536"),
+    (lambda d: d.update(head=65_537), "head: got 65537"),
+    (lambda d: d.update(num_classes=1_000_001), "num_classes: got 1000001"),
 ])
 def test_impossible_space_files_are_refused(tmp_path, edit, message):
     data = default_space().to_dict()
