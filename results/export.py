@@ -154,6 +154,8 @@ def export_architecture(run_dir: str | os.PathLike, *, out: str | os.PathLike,
                           f"{str(out / 'arch.json')!r}")
     if out.exists() and not force:
         raise ExportError(f"--out {str(out)!r} already exists; pass --force to overwrite it")
+    if out.parent.exists() and not out.parent.is_dir():
+        raise ExportError(f"--out {str(out)!r}: {str(out.parent)!r} is a file, not a folder")
     if not out.parent.is_dir():
         raise ExportError(f"--out {str(out)!r}: folder {str(out.parent)!r} does not exist")
     run = load_run(run_dir)

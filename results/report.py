@@ -230,7 +230,7 @@ def _first(meta: dict[str, Any], keys: tuple[str, ...]) -> Any:
 
 
 def _setting_text(label: str, value: Any) -> str:
-    if label == "FLOPs budget" and isinstance(value, (int, float)):
+    if label == "FLOPs budget" and isinstance(value, (int, float)) and math.isfinite(value):
         return f"{format_flops(value)} MACs ({int(value):,})"
     if label == "latency budget" and isinstance(value, (int, float)):
         return f"{value:g} ms"

@@ -188,6 +188,9 @@ class RunFolder:
 
     def require(self) -> RunFolder:
         """Raise a one-line error unless this is a run folder."""
+        if self.path.exists() and not self.path.is_dir():
+            raise RunFolderError(f"{str(self.path)!r} is a file, not a run folder; pass the "
+                                 "--out folder of a 'python -m search run'")
         if not self.path.is_dir():
             raise RunFolderError(f"run folder {str(self.path)!r} does not exist")
         if not self.meta_path.is_file():

@@ -108,11 +108,17 @@ class RunSettings:
         """Raise a one-line error if ``old`` (from run.json) cannot be continued as ``self``."""
         for name in RESUME_MUST_MATCH:
             mine, theirs = getattr(self, name), getattr(old, name)
-            if mine != theirs:
-                flag = "--" + name.replace("_", "-")
+            if mine == theirs:
+                continue
+            if name == "space_sha256":
                 raise SettingsError(
-                    f"this run folder was started with {flag} {_show(theirs)} (now "
-                    f"{_show(mine)}); continue it with the same setting, or pass a new --out")
+                    "this run folder was started with another search space (--space file "
+                    f"content sha256 {_show(theirs)[:12]}, now {_show(mine)[:12]}); continue "
+                    "it with the same space, or pass a new --out")
+            flag = _FLAGS.get(name, "--" + name.replace("_", "-"))
+            raise SettingsError(
+                f"this run folder was started with {flag} {_show(theirs, name)} (now "
+                f"{_show(mine, name)}); continue it with the same setting, or pass a new --out")
 
 
 # Settings that change what a trial's result means; the others (trials, resources, cluster,
@@ -121,10 +127,21 @@ RESUME_MUST_MATCH = ("budget_flops", "epochs", "dataset", "data_dir", "max_train
                      "seed", "objectives", "latency_budget_ms", "latency_table", "space_sha256")
 
 
-def _show(value: Any) -> str:
+# Settings whose command-line option has another name than the field.
+_FLAGS = {"budget_flops": "--budget", "latency_budget_ms": "--latency-budget"}
+
+
+def _show(value: Any, name: str = "") -> str:
+    """A setting as it was given on the command line."""
     if isinstance(value, tuple):
         return ",".join(value)
-    return "(default)" if value is None else str(value)
+    if value is None:
+        return "(default)" if name != "latency_budget_ms" else "(none)"
+    if name == "budget_flops":
+        return f"{value:,} FLOPs"
+    if name == "latency_budget_ms":
+        return f"{value:g}ms"
+    return str(value)
 
 
 def file_sha256(path: str | None) -> str | None:

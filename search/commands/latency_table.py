@@ -91,6 +91,9 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"--out: {str(out)!r} exists; pass --force to overwrite it")
     if out.is_dir():
         raise UserError(f"--out: {str(out)!r} is a folder; expected a file name")
+    if out.parent.exists() and not out.parent.is_dir():
+        raise UserError(f"--out: {str(out.parent)!r} is a file, not a folder; pass a path "
+                        "in a folder")
     if not out.parent.is_dir():
         raise UserError(f"--out: folder {str(out.parent)!r} does not exist")
     probe_writable(out.parent, option="--out")  # before minutes of measuring, not after

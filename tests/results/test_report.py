@@ -150,8 +150,10 @@ def test_no_latency_gives_a_note_not_a_plot(tmp_path):
     assert compute_history(load_run(tmp_path)).best_latency is None
 
 
-def test_no_budget_uses_scaled_reference_point(tmp_path):
-    make_run(tmp_path, n=6, failed=0, meta={"budget_flops": None})
+@pytest.mark.parametrize("budget", [None, float("nan"), float("inf"), -5])
+def test_no_budget_uses_scaled_reference_point(tmp_path, budget):
+    """No budget, or one a damaged run.json makes meaningless: the report still renders."""
+    make_run(tmp_path, n=6, failed=0, meta={"budget_flops": budget})
     run = load_run(tmp_path)
     h = compute_history(run)
     cands = run.trials[run.trials["kind"] == "candidate"]

@@ -196,7 +196,10 @@ CASES = [
     case("run-out-below-a-file", "run --budget 60MFLOPs --out {existing}/run",
          "--out: cannot write in", "not a folder", "pass a path in a folder you can write"),
     case("latency-table-out-below-a-file", "latency-table --out {existing}/t.json",
-         "--out:", "does not exist"),
+         "--out:", "is a file, not a folder"),
+    case("report-run-dir-is-a-file", "report {existing}", "is a file, not a run folder"),
+    case("export-out-below-a-file", "export {run} --best --out {existing}/a.json",
+         "is a file, not a folder"),
     *[case(f"{verb.split()[0]}-seed-{name}", f"{verb} --seed {seed}", "argument --seed: got "
            f"'{seed}', expected an integer from 0 to 4294967295",
            skip=NO_TRAIN if verb.startswith("train") else "")

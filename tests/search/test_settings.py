@@ -1,0 +1,32 @@
+"""A resumed run must keep the settings that give its results their meaning; the refusal names
+the option as it is typed on the command line."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from search.settings import RunSettings, SettingsError
+
+OLD = RunSettings(budget_flops=300_000_000, epochs=1, seed=5, latency_budget_ms=None)
+
+
+@pytest.mark.parametrize(("change", "message"), [
+    ({"budget_flops": 200_000_000}, "started with --budget 300,000,000 FLOPs (now "
+                                    "200,000,000 FLOPs)"),
+    ({"latency_budget_ms": 0.7}, "started with --latency-budget (none) (now 0.7ms)"),
+    ({"epochs": 2}, "started with --epochs 1 (now 2)"),
+    ({"seed": 6}, "started with --seed 5 (now 6)"),
+    ({"space_sha256": "ab" * 32}, "started with another search space (--space file content "
+                                  "sha256 (default), now abababababab)"),
+])
+def test_a_changed_setting_is_refused_by_its_option_name(change, message):
+    with pytest.raises(SettingsError) as info:
+        dataclasses.replace(OLD, **change).resumable_from(OLD)
+    assert message in str(info.value) and "pass a new --out" in str(info.value)
+
+
+def test_settings_that_may_change_are_accepted():
+    dataclasses.replace(OLD, trials=40, cpus_per_trial=2.0, scheduler="none",
+                        references=False).resumable_from(OLD)
