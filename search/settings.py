@@ -56,6 +56,7 @@ class RunSettings:
     references: bool = True
     space_file: str | None = None
     space_sha256: str | None = None  # of the space file, so a resume cannot change the space
+    latency_table_sha256: str | None = None  # of --latency-table's file, likewise
 
     def __post_init__(self) -> None:
         def positive_int(name: str, value: Any, *, allow_none: bool = False) -> None:
@@ -110,6 +111,14 @@ class RunSettings:
             mine, theirs = getattr(self, name), getattr(old, name)
             if mine == theirs:
                 continue
+            if name == "latency_table_sha256" and theirs is None:
+                continue  # saved before GhostNAS kept it: the path check is all there is
+            if name == "latency_table_sha256":
+                raise SettingsError(
+                    f"this run folder was started with another version of the latency table "
+                    f"{self.latency_table} (content sha256 {_show(theirs)[:12]}, now "
+                    f"{_show(mine)[:12]}): its latencies would not compare with the earlier "
+                    "trials'; restore that table, or pass a new --out")
             if name == "space_sha256":
                 raise SettingsError(
                     "this run folder was started with another search space (--space file "
@@ -124,7 +133,8 @@ class RunSettings:
 # Settings that change what a trial's result means; the others (trials, resources, cluster,
 # scheduler, latency measurement) may change between a run and its resumption.
 RESUME_MUST_MATCH = ("budget_flops", "epochs", "dataset", "data_dir", "max_train", "sampler",
-                     "seed", "objectives", "latency_budget_ms", "latency_table", "space_sha256")
+                     "seed", "objectives", "latency_budget_ms", "latency_table", "space_sha256",
+                     "latency_table_sha256")
 
 
 # Settings whose command-line option has another name than the field.

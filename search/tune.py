@@ -374,6 +374,9 @@ def run_search(settings: RunSettings, out_dir: str | os.PathLike, *,
     space = load_space(settings.space_file)
     if settings.space_file:
         settings = dataclasses.replace(settings, space_sha256=file_sha256(settings.space_file))
+    if settings.latency_table and Path(settings.latency_table).is_file():  # else: load's error
+        settings = dataclasses.replace(
+            settings, latency_table_sha256=file_sha256(settings.latency_table))
     rng_ = flops_range(space)
     if settings.budget_flops < rng_.min_flops:
         raise SettingsError(

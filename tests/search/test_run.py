@@ -182,3 +182,40 @@ def test_impossible_budget_fails_fast_before_ray_starts(tmp_path):
     assert len(proc.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "x").exists()
     assert time.time() - start < 60
+
+
+def test_a_run_with_a_latency_table_as_third_objective(tmp_path, monkeypatch):
+    """--latency-table predicts every trial's latency (no measuring after the search), latency
+    is the third objective of the study, and a resume refuses a table rebuilt in between."""
+    import random
+
+    from evaluators.latency import build_table
+    from space import create_architecture
+    from space.search_space import default_space
+
+    monkeypatch.setenv("GHOSTNAS_LATENCY_LOCK", str(tmp_path / "lat.lock"))
+    table_path = tmp_path / "table.json"
+    build_table([default_space().sample(random.Random(3)), create_architecture("ghostnet_050")],
+                warmup=1, repeats=2).save(table_path)
+    out = tmp_path / "run"
+    args = [*TINY, "--trials", "2", "--no-references", "--latency-table", str(table_path),
+            "--objectives", "top1,flops,latency", "--out", str(out)]
+    proc = _run(args)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = _rows(out)
+    assert len(rows) == 2
+    for row in rows:
+        assert row["latency_ms"] > 0 and "predicted" in row["latency_source"]
+    assert "measuring batch-1 latency" not in proc.stdout
+    study = optuna.load_study(study_name="ghostnas", storage=optuna.storages.JournalStorage(
+        optuna.storages.journal.JournalFileBackend(str(out / "study.journal"))))
+    assert len(study.directions) == 3
+
+    # the same path, other content (a table rebuilt on another day): refused, nothing changed
+    data = json.loads(table_path.read_text())
+    table_path.write_text(json.dumps(data, indent=2))
+    before = (out / "trials.csv").read_bytes(), (out / "run.json").read_bytes()
+    proc = _run([*args[:args.index("--trials")], "--trials", "3", *args[args.index("--trials") + 2:]])
+    assert proc.returncode == 2
+    assert "another version of the latency table" in proc.stderr
+    assert ((out / "trials.csv").read_bytes(), (out / "run.json").read_bytes()) == before

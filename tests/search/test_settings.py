@@ -30,3 +30,12 @@ def test_a_changed_setting_is_refused_by_its_option_name(change, message):
 def test_settings_that_may_change_are_accepted():
     dataclasses.replace(OLD, trials=40, cpus_per_trial=2.0, scheduler="none",
                         references=False).resumable_from(OLD)
+
+
+def test_a_rebuilt_latency_table_is_refused_and_an_old_run_json_is_not():
+    with_table = dataclasses.replace(OLD, latency_table="/t.json", latency_table_sha256="a" * 64)
+    rebuilt = dataclasses.replace(with_table, latency_table_sha256="b" * 64)
+    with pytest.raises(SettingsError, match="another version of the latency table /t.json"):
+        rebuilt.resumable_from(with_table)
+    # run.json written before the hash was kept: only the path can be compared
+    rebuilt.resumable_from(dataclasses.replace(with_table, latency_table_sha256=None))
