@@ -99,6 +99,13 @@ def check_classes(where: str, value: Any) -> int:
     return check_int(where, value, maximum=MAX_CLASSES)
 
 
+def check_version(data: dict[str, Any], expected: int) -> None:
+    """A file's optional ``version`` key: exactly the integer ``expected`` (not true, not 1.0)."""
+    if "version" in data and not (type(data["version"]) is int and data["version"] == expected):
+        raise ArchitectureError(f"version: got {data['version']!r}, expected {expected} "
+                                "(written by a newer GhostNAS?)")
+
+
 def check_bool(where: str, value: Any) -> bool:
     if not isinstance(value, bool):
         raise ArchitectureError(f"{where}: got {value!r}, expected true or false")

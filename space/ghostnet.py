@@ -29,6 +29,7 @@ from space._utils import (
     check_int,
     check_kernel,
     check_keys,
+    check_version,
     check_width,
     make_divisible,
 )
@@ -220,10 +221,7 @@ class Architecture:
     def from_dict(cls, data: Any) -> Architecture:
         """Read the JSON object of an architecture file; never mutates ``data``."""
         check_keys("architecture", data, cls.KEYS, optional=("version", "family"))
-        if "version" in data and data["version"] != FORMAT_VERSION:
-            raise ArchitectureError(
-                f"version: got {data['version']!r}, expected {FORMAT_VERSION} "
-                "(written by a newer GhostNAS?)")
+        check_version(data, FORMAT_VERSION)
         if "family" in data and data["family"] != cls.family:
             raise ArchitectureError(f"family: got {data['family']!r}, expected {cls.family!r}")
         stages = data["stages"]

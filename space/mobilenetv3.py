@@ -24,6 +24,7 @@ from space._utils import (
     check_int,
     check_kernel,
     check_keys,
+    check_version,
     check_width,
     make_divisible,
 )
@@ -129,8 +130,7 @@ class MobileNetV3Arch:
     @classmethod
     def from_dict(cls, data: Any) -> MobileNetV3Arch:
         check_keys("architecture", data, cls.KEYS, optional=("version",))
-        if "version" in data and data["version"] != FORMAT_VERSION:
-            raise ArchitectureError(f"version: got {data['version']!r}, expected {FORMAT_VERSION}")
+        check_version(data, FORMAT_VERSION)
         blocks = data["blocks"]
         if not isinstance(blocks, list) or not blocks:
             raise ArchitectureError(f"blocks: got {blocks!r}, expected a non-empty list of blocks")
