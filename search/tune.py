@@ -144,12 +144,21 @@ def _ray_classes():
             self.run.on_complete(trial_id, result, error)
 
     class ReferenceSafeASHA(AsyncHyperBandScheduler):
-        """ASHA on proxy top-1 for candidates; reference models always run to the end."""
+        """ASHA on proxy top-1 among candidates only: reference models always run to the end
+        and never enter a rung (Ray's ASHA files a trial's *final* result in every rung it has
+        passed when it completes, so a reference's last-epoch top-1 would become the bar that
+        candidates must clear after their first epoch)."""
 
         def on_trial_result(self, tune_controller, trial, result):
             if trial.config.get("kind") == "reference":
                 return TrialScheduler.CONTINUE
             return super().on_trial_result(tune_controller, trial, result)
+
+        def on_trial_complete(self, tune_controller, trial, result):
+            if trial.config.get("kind") == "reference":
+                self._trial_info.pop(trial.trial_id, None)
+                return
+            super().on_trial_complete(tune_controller, trial, result)
 
     class Recorder(Callback):
         def __init__(self, run: _Run) -> None:

@@ -1,0 +1,52 @@
+"""ASHA as the search runs it: candidates compete with candidates, at the same epoch."""
+
+from __future__ import annotations
+
+import types
+
+import pytest
+from ray.tune.schedulers import TrialScheduler
+
+from search.tune import _ray_classes
+
+
+def _trial(trial_id: str, kind: str) -> types.SimpleNamespace:
+    return types.SimpleNamespace(trial_id=trial_id, config={"kind": kind})
+
+
+def _scheduler(epochs: int = 2):
+    """As search.tune._tune builds it for ``epochs``."""
+    _, ReferenceSafeASHA, _ = _ray_classes()
+    return ReferenceSafeASHA(time_attr="epoch", metric="top1", mode="max", max_t=epochs,
+                             grace_period=max(1, epochs // 4), reduction_factor=3)
+
+
+@pytest.mark.parametrize(("epochs", "rung"), [(2, 1), (5, 3)])
+def test_finished_references_do_not_set_the_bar_for_candidates(epochs, rung):
+    """Ray's ASHA files a completed trial's final result in the highest rung it passed: with
+    2 epochs the rung at epoch 1, with 5 (the CIFAR default) the rung at epoch 3. References
+    train to the end and score above any candidate at that rung; were their final results
+    filed there, every candidate reaching it would be stopped."""
+    asha = _scheduler(epochs)
+    for i, top1 in enumerate((22.7, 28.1, 25.2, 27.0, 24.4)):
+        ref = _trial(f"r{i}", "reference")
+        asha.on_trial_add(None, ref)
+        for epoch in range(1, epochs + 1):
+            result = {"epoch": epoch, "top1": top1 - epochs + epoch}
+            assert asha.on_trial_result(None, ref, result) == TrialScheduler.CONTINUE
+        asha.on_trial_complete(None, ref, {"epoch": epochs, "top1": top1})
+    first = _trial("c0000", "candidate")
+    asha.on_trial_add(None, first)
+    for epoch in range(1, rung + 1):
+        assert asha.on_trial_result(None, first, {"epoch": epoch, "top1": 15.0 + epoch}) \
+            == TrialScheduler.CONTINUE
+
+
+def test_candidates_are_still_stopped_among_themselves():
+    asha = _scheduler(5)
+    decisions = []
+    for i, top1 in enumerate((30.0, 31.0, 29.0, 32.0, 10.0)):
+        trial = _trial(f"c{i:04d}", "candidate")
+        asha.on_trial_add(None, trial)
+        decisions.append(asha.on_trial_result(None, trial, {"epoch": 1, "top1": top1}))
+    assert decisions[-1] == TrialScheduler.STOP  # far below its peers at the same epoch
