@@ -127,7 +127,8 @@ def default_cache_dir() -> Path:
 def load_dataset(name: str, *, data_dir: str | os.PathLike | None = None, seed: int = 0,
                  val_fraction: float | None = None, max_train: int | None = None,
                  max_val: int | None = None, image_size: int | None = None,
-                 cache_dir: str | os.PathLike | None = None) -> ImageData:
+                 cache_dir: str | os.PathLike | None = None,
+                 progress: Callable[[int, int], None] | None = None) -> ImageData:
     """Read a data set and split it.
 
     ``val_fraction`` (default: :data:`VAL_FRACTION`, else 0.1) of each class's training images (drawn by ``seed``) form the validation
@@ -135,7 +136,8 @@ def load_dataset(name: str, *, data_dir: str | os.PathLike | None = None, seed: 
     splits (the validation images do not depend on ``max_train``). ``image_size`` resizes every
     image to a square side (folders default to 32; the others keep their native size).
     ``cache_dir`` keeps decoded folder images as ``.npy`` files keyed by the folder's path, file
-    list, sizes and mtimes, so a second load skips the decoding.
+    list, sizes and mtimes, so a second load skips the decoding. ``progress(done, total)`` is
+    called after each image a folder load decodes (none when the cache has them).
     """
     if name not in DATASETS:
         raise DataError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)}")
@@ -156,7 +158,7 @@ def load_dataset(name: str, *, data_dir: str | os.PathLike | None = None, seed: 
     elif name in ("cifar10", "cifar100"):
         source = _read_cifar(name, data_dir)
     else:
-        source = _read_folder(data_dir, image_size or DEFAULT_FOLDER_SIZE, cache_dir)
+        source = _read_folder(data_dir, image_size or DEFAULT_FOLDER_SIZE, cache_dir, progress)
         image_size = None  # already decoded at that size
 
     train_idx, val_idx = _split(source.train_y, val_fraction, seed, name)
@@ -489,15 +491,30 @@ def _decode(path: str, size: int) -> np.ndarray:
                         f"({_one_line(exc)})") from None
 
 
-def _decode_all(files: list[str], size: int) -> np.ndarray:
+class _Counter:
+    """Images decoded so far out of ``total``, told to ``progress`` after each."""
+
+    def __init__(self, total: int, progress: Callable[[int, int], None] | None) -> None:
+        self.done, self.total, self.progress = 0, total, progress
+
+    def tick(self) -> None:
+        self.done += 1
+        if self.progress is not None:
+            self.progress(self.done, self.total)
+
+
+def _decode_all(files: list[str], size: int, counter: _Counter | None = None) -> np.ndarray:
     out = np.empty((len(files), 3, size, size), np.uint8)
     for i, path in enumerate(files):
         out[i] = _decode(path, size)
+        if counter is not None:
+            counter.tick()
     return out
 
 
 def _read_folder(data_dir: str | os.PathLike | None, size: int,
-                 cache_dir: str | os.PathLike | None) -> _Source:
+                 cache_dir: str | os.PathLike | None,
+                 progress: Callable[[int, int], None] | None = None) -> _Source:
     if data_dir is None:
         raise DataError("folder: needs a data folder (--data-dir DIR) of class sub-folders of "
                         "images, e.g. DIR/cat/0001.png and DIR/dog/0001.png")
@@ -517,24 +534,28 @@ def _read_folder(data_dir: str | os.PathLike | None, size: int,
     if test is not None and not test.files:
         raise DataError(f"folder: {test_root} has no images in class sub-folders")
 
-    cached = _cached_arrays(root, size, train, test, cache_dir)
+    cached = _cached_arrays(root, size, train, test, cache_dir, progress)
     if cached is not None:
         train_all, test_x = cached
 
         def train_images(idx: np.ndarray) -> np.ndarray:
             return train_all[idx]
     else:  # decode only the files that the split and subsets select
-        test_x = _decode_all(test.files, size) if test is not None else None
+        test_x = _decode_all(test.files, size, _Counter(len(test.files), progress)) \
+            if test is not None else None
 
         def train_images(idx: np.ndarray) -> np.ndarray:
-            return _decode_all([train.files[i] for i in idx], size)
+            return _decode_all([train.files[i] for i in idx], size,
+                               _Counter(len(idx), progress))
 
     return _Source(train_y=train.labels, train_images=train_images, test_x=test_x,
                    test_y=None if test is None else test.labels, classes=classes)
 
 
 def _cached_arrays(root: Path, size: int, train: _FolderSplit, test: _FolderSplit | None,
-                   cache_dir: str | os.PathLike | None) -> tuple[np.ndarray, np.ndarray | None] | None:
+                   cache_dir: str | os.PathLike | None,
+                   progress: Callable[[int, int], None] | None = None,
+                   ) -> tuple[np.ndarray, np.ndarray | None] | None:
     """Decoded (train_x, test_x) from the cache, decoding and storing them on a miss; None when
     no cache is asked for."""
     if cache_dir is None:
@@ -557,9 +578,10 @@ def _cached_arrays(root: Path, size: int, train: _FolderSplit, test: _FolderSpli
             return arrays[0], (np.array(arrays[1]) if test is not None else None)
     except (OSError, ValueError):  # a miss, or a damaged entry: decode again
         pass
-    arrays = [_decode_all(train.files, size)]
+    counter = _Counter(len(train.files) + (len(test.files) if test is not None else 0), progress)
+    arrays = [_decode_all(train.files, size, counter)]
     if test is not None:
-        arrays.append(_decode_all(test.files, size))
+        arrays.append(_decode_all(test.files, size, counter))
     try:
         entry.mkdir(parents=True, exist_ok=True)
         for n, a in zip(names, arrays, strict=True):

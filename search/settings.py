@@ -42,6 +42,7 @@ class RunSettings:
     dataset: str = "digits"
     data_dir: str | None = None
     max_train: int | None = None  # seeded stratified subset of the training split
+    max_val: int | None = None  # seeded stratified subset of the held-out split
     sampler: str = "tpe"  # best hypervolume after 24 trials: benchmarks/sampler_quality.py
     seed: int = 0
     objectives: tuple[str, ...] = ("top1", "flops")
@@ -69,6 +70,7 @@ class RunSettings:
         positive_int("trials", self.trials)
         positive_int("epochs", self.epochs, allow_none=True)
         positive_int("max_train", self.max_train, allow_none=True)
+        positive_int("max_val", self.max_val, allow_none=True)
         positive_int("max_concurrent", self.max_concurrent, allow_none=True)
         if not (math.isfinite(self.cpus_per_trial) and self.cpus_per_trial > 0):
             raise SettingsError(f"--cpus-per-trial: got {self.cpus_per_trial!r}, expected a "
@@ -132,9 +134,9 @@ class RunSettings:
 
 # Settings that change what a trial's result means; the others (trials, resources, cluster,
 # scheduler, latency measurement) may change between a run and its resumption.
-RESUME_MUST_MATCH = ("budget_flops", "epochs", "dataset", "data_dir", "max_train", "sampler",
-                     "seed", "objectives", "latency_budget_ms", "latency_table", "space_sha256",
-                     "latency_table_sha256")
+RESUME_MUST_MATCH = ("budget_flops", "epochs", "dataset", "data_dir", "max_train", "max_val",
+                     "sampler", "seed", "objectives", "latency_budget_ms", "latency_table",
+                     "space_sha256", "latency_table_sha256")
 
 
 # Settings whose command-line option has another name than the field.

@@ -29,6 +29,7 @@ from typing import Any
 
 from evaluators.budget import format_flops
 from evaluators.flops import count, flops_range
+from search.progress import DecodeProgress
 from search.runfolder import RunFolder, RunFolderError, probe_writable, safe_name
 from search.settings import MAX_SEED, RunSettings, SettingsError
 from space import (
@@ -339,18 +340,21 @@ class _Run:
             figure = f"FAILED: {row['error']}"
         else:
             figure = (f"top1 {row['top1']:5.1f}%  {format_flops(row['flops']):>7} FLOPs  "
-                      f"{row['params'] / 1e6:5.2f}M params  {row['seconds'] or 0:5.1f}s")
+                      f"{row['params'] / 1e6:5.2f}M params  trial {row['seconds'] or 0:5.1f}s")
             if row["status"] == "early_stopped":
                 figure += (f"  (stopped by ASHA after {row['epochs']} "
                            f"epoch{'s' if row['epochs'] != 1 else ''})")
         best = self.best_under_budget()
         best_text = (f"best <= {format_flops(self.settings.budget_flops)}: {best['top1']:.1f}% "
                      f"({best['trial_id']})" if best else "best: -")
+        # the whole run's counts, as candidates are (a resumed run adds to its earlier ones)
+        rejected = self.counter_base["rejected_over_budget"] + self.source.rejected
+        reused = self.counter_base["reused_duplicates"] + self.source.duplicates
         n = len(str(self.settings.trials))  # counters padded so the columns stay aligned
         self.log(f"[refs {refs}/{self.total_refs} | candidates "
                  f"{self.candidates_done:>{n}}/{self.settings.trials}] {what:<22} {figure} | "
-                 f"{best_text} | over budget {self.source.rejected}, reused "
-                 f"{self.source.duplicates} | {time.time() - self.started:.0f}s")
+                 f"{best_text} | over budget {rejected}, reused {reused} | "
+                 f"elapsed {time.time() - self.started:.0f}s")
 
     def best_under_budget(self) -> dict | None:
         ok = [r for r in self.rows if r["kind"] == "candidate" and r["status"] == "finished"
@@ -418,8 +422,8 @@ def run_search(settings: RunSettings, out_dir: str | os.PathLike, *,
         proxy_overrides["epochs"] = settings.epochs
     proxy = proxy_config(settings.dataset, **proxy_overrides)
     data = load_dataset(settings.dataset, data_dir=settings.data_dir, seed=settings.seed,
-                        max_train=settings.max_train,
-                        cache_dir=default_cache_dir())
+                        max_train=settings.max_train, max_val=settings.max_val,
+                        cache_dir=default_cache_dir(), progress=DecodeProgress(log))
     predict_latency, latency_source = _latency_predictor(settings)
     if address is not None:  # join the cluster before anything is written
         _init_ray(settings)

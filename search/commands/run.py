@@ -55,6 +55,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="where the dataset lies (cifar10, cifar100, folder)")
     g.add_argument("--max-train", type=int, default=None, metavar="N",
                    help="train each proxy on a seeded, class-stratified subset of N images")
+    g.add_argument("--max-val", type=int, default=None, metavar="M",
+                   help="score each proxy on a seeded, class-stratified subset of M held-out "
+                        "images (default: the whole held-out split, 10%% of the training "
+                        "images, digits 25%%, whatever --max-train is)")
 
     g = p.add_argument_group("resources and results")
     g.add_argument("--out", metavar="DIR", default=None,
@@ -127,7 +131,7 @@ def run(args: argparse.Namespace) -> int:
     settings = RunSettings(
         budget_flops=budget, trials=args.trials, epochs=args.epochs, dataset=args.dataset,
         data_dir=str(Path(args.data_dir).resolve()) if args.data_dir else None,
-        max_train=args.max_train, sampler=args.sampler, seed=args.seed, objectives=objectives,
+        max_train=args.max_train, max_val=args.max_val, sampler=args.sampler, seed=args.seed, objectives=objectives,
         latency_budget_ms=latency_budget,
         latency_table=str(Path(args.latency_table).resolve()) if args.latency_table else None,
         measure_latency=args.measure_latency, cpus_per_trial=args.cpus_per_trial,

@@ -266,6 +266,7 @@ def _train(args: argparse.Namespace) -> int:
         train_config,
         train_from_scratch,
     )
+    from search.progress import DecodeProgress
     from search.runfolder import atomic_write_text
     from space import list_models, load_architecture, resolve_architecture
 
@@ -285,7 +286,8 @@ def _train(args: argparse.Namespace) -> int:
     config = train_config(settings["dataset"], **recipe)
     data = load_dataset(settings["dataset"], data_dir=settings["data_dir"],
                         seed=settings["seed"], max_train=settings["max_train"],
-                        cache_dir=default_cache_dir())
+                        cache_dir=default_cache_dir(),
+                        progress=DecodeProgress(lambda line: print(line, flush=True)))
     if settings["train_on_val"]:
         if data.test_x is None:
             raise UserError(f"--train-on-val: {data.name} has no official test split, so its "

@@ -538,3 +538,16 @@ def test_unwritable_cache_only_warns(tmp_path):
     with pytest.warns(UserWarning, match="cannot write the image cache"):
         data = load_dataset("folder", data_dir=root, cache_dir=blocked, val_fraction=0.34)
     assert len(data.train_x) + len(data.val_x) == 6
+
+
+def test_folder_decoding_reports_progress_and_a_cached_load_does_not(tmp_path):
+    root = write_image_folder(tmp_path / "images")
+    n = sum(1 for p in root.rglob("*") if p.is_file())
+    seen: list[tuple[int, int]] = []
+    load_dataset("folder", data_dir=root, cache_dir=tmp_path / "cache",
+                 progress=lambda done, total: seen.append((done, total)))
+    assert seen == [(i, n) for i in range(1, n + 1)]
+    seen.clear()
+    load_dataset("folder", data_dir=root, cache_dir=tmp_path / "cache",
+                 progress=lambda done, total: seen.append((done, total)))
+    assert seen == []  # read back from the cache: nothing decoded

@@ -37,7 +37,7 @@ def _rows(out: Path) -> list[dict]:
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("run") / "r"
-    proc = _run([*TINY, "--trials", "4", "--out", str(out)],
+    proc = _run([*TINY, "--trials", "4", "--max-val", "120", "--out", str(out)],
                 env={"GHOSTNAS_INJECT_FAULT": "#2=nan"})
     assert proc.returncode == 0, proc.stderr[-3000:]
     return out, proc
@@ -66,6 +66,9 @@ def test_run_folder_has_table_curves_study_and_report(tiny_run):
                                       str(out / "study.journal"))))
     assert len(study.trials) >= 4
     assert "Pareto set" in proc.stdout and "report.html" in proc.stdout
+    meta = json.loads((out / "run.json").read_text())
+    assert meta["data"]["train"] == 200 and meta["data"]["val"] == 120  # --max-val's subset
+    assert "200 train / 120 held-out images" in proc.stdout
 
 
 def test_every_dispatched_trial_is_within_budget(tiny_run):
