@@ -9,6 +9,7 @@ the input file's provenance and the training figures) and, with ``--onnx``, ``mo
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import shlex
@@ -218,16 +219,19 @@ class _Display:
             now = time.monotonic()
             if self.tty and (now - self.drawn >= 0.1 or p.step == p.steps):
                 filled = round(20 * p.step / p.steps)
+                # after the last step comes the evaluation, which the ETA does not count
+                tail = (f"evaluating on the {self.split} split" if p.step == p.steps
+                        else f"ETA {_duration(p.eta_seconds)}")
                 self.bar.write(f"\repoch {p.epoch}/{p.epochs} [{'#' * filled:<20}] step "
                                f"{p.step}/{p.steps} | {p.images_per_second:,.0f} img/s | loss "
-                               f"{p.loss:.4f} | ETA {_duration(p.eta_seconds)}\x1b[K")
+                               f"{p.loss:.4f} | {tail}\x1b[K")
                 self.bar.flush()
                 self.drawn, self.dirty = now, True
             return
         self.clear()
-        print(f"epoch {p.epoch}/{p.epochs}: top1 {p.top1:.2f} % ({self.split}) | loss "
+        print(f"epoch {p.epoch}/{p.epochs}: top1 {p.top1:.2f} % ({self.split}) | train loss "
               f"{p.loss:.4f} | {p.images_per_second:,.0f} img/s | ETA "
-              f"{_duration(p.eta_seconds)}", file=self.out, flush=True)
+              f"{_duration(p.eta_seconds)} of training", file=self.out, flush=True)
         self.on_epoch(p)
 
     def clear(self) -> None:
@@ -254,6 +258,7 @@ def run(args: argparse.Namespace) -> int:
 def _train(args: argparse.Namespace) -> int:
     import torch
 
+    from evaluators import count
     from evaluators.data import default_cache_dir, load_dataset
     from evaluators.proxy import resolve_device
     from evaluators.scratch import (
@@ -310,9 +315,14 @@ def _train(args: argparse.Namespace) -> int:
         for name in OWN_FILES:  # a previous run's files only; nothing else in DIR is touched
             (out / name).unlink(missing_ok=True)
 
+    # The network as trained: this data set's classes (an exported file's figures are for the
+    # 1000-class head of the FLOPs convention).
+    cost = count(dataclasses.replace(arch, num_classes=data.num_classes))
     record: dict[str, Any] = {
         "format": TRAIN_FORMAT, "version": 1, "status": "running", "arch": args.arch,
         "settings": settings, "data": data.describe(), "held_out": split,
+        "model": {"classes": data.num_classes, "params": cost.params, "flops": cost.flops,
+                  "flops_convention": "multiply-accumulates of Conv2d+Linear at 224x224"},
         "config": resolved.to_dict(),
         "input": {"shape": ["N", 3, resolved.resolution, resolved.resolution],
                   "dtype": "float32", "channels": "RGB", "scale": "x / 255",
@@ -339,7 +349,9 @@ def _train(args: argparse.Namespace) -> int:
     what = "resuming" if args.resume else "training"
     print(f"{what} {args.arch} ({arch.describe()}) on {data.describe()}; held-out: {split}; "
           f"{resolved.resolution}x{resolved.resolution} px, stem stride {resolved.stem_stride}, "
-          f"batch {resolved.batch_size}, peak lr {resolved.lr:g}", flush=True)
+          f"batch {resolved.batch_size}, peak lr {resolved.lr:g}; the network: "
+          f"{cost.params / 1e6:.2f}M params, {cost.flops / 1e6:.1f}M FLOPs (MACs at 224x224) "
+          f"with {data.num_classes} classes", flush=True)
     try:
         result = train_from_scratch(arch, data, config, out_dir=out, resume=args.resume,
                                     progress=display)

@@ -14,6 +14,7 @@ import onnxruntime as ort
 import pytest
 import torch
 
+from evaluators import count
 from evaluators.scratch import TrainProgress, load_checkpoint, model_from_checkpoint
 from search.cli import main
 from search.commands import train as train_command
@@ -109,6 +110,13 @@ def test_a_registered_name_trains(trained):
     assert arch.to_dict() == {**create_architecture("ghostnet_050").to_dict(), "num_classes": 10}
     assert provenance["source"] == "ghostnet_050" and provenance["input"] is None
     assert {p.name for p in trained.iterdir()} == OWN
+    # train.json states the network as trained (10 classes), not the 1000-class convention's
+    model = json.loads((trained / "train.json").read_text())["model"]
+    built = arch.build()  # arch.json holds the 10-class architecture
+    assert model["classes"] == 10
+    assert model["params"] == sum(p.numel() for p in built.parameters())
+    assert model["params"] < 2_587_292  # ghostnet_050 with the convention's 1000 classes
+    assert model["flops"] == count(arch).flops
 
 
 def test_an_existing_run_is_refused_without_resume_or_force(trained, capsys):
@@ -268,9 +276,10 @@ def test_progress_bar_on_a_terminal():
     drawn = bar.getvalue()
     assert drawn.startswith("\repoch 2/5 [") and "step 10/10" in drawn
     assert "1,234 img/s" in drawn and "loss 1.2500" in drawn and "ETA 1m35s" in drawn
+    assert drawn.endswith("evaluating on the test split\x1b[K\r\x1b[K")  # the last step's
     assert drawn.endswith("\r\x1b[K")  # the bar is cleared before the epoch's line
-    assert out.getvalue() == ("epoch 2/5: top1 55.50 % (test) | loss 1.2000 | 1,200 img/s | "
-                              "ETA 1m30s\n")
+    assert out.getvalue() == ("epoch 2/5: top1 55.50 % (test) | train loss 1.2000 | 1,200 img/s "
+                              "| ETA 1m30s of training\n")
     assert len(epochs) == 1
 
 
