@@ -19,6 +19,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     import math
+    import shlex
     from pathlib import Path
 
     from evaluators.budget import format_flops
@@ -43,8 +44,10 @@ def run(args: argparse.Namespace) -> int:
     if front.empty:
         print("Pareto set (top1/FLOPs): empty, no candidate has finished yet")
         return 0
-    print(f"Pareto set (top1/FLOPs), {len(front)} of {int((data.trials['kind'] == 'candidate').sum())}"
-          " candidates; export one with 'python -m search export RUN_DIR --trial ID --out FILE':")
+    n = int((data.trials["kind"] == "candidate").sum())
+    print(f"Pareto set (proxy top1 % vs FLOPs = MACs at 224x224), {len(front)} of {n} "
+          f"candidates; export one with: python -m search export {shlex.quote(str(args.run_dir))}"
+          " --trial ID --out FILE")
     print(f"{'trial':<14}{'top1 %':>8}{'FLOPs':>9}{'params':>9}{'lat ms':>8}  stage table")
     for r in front.itertuples(index=False):
         lat = f"{r.latency_ms:.2f}" if math.isfinite(r.latency_ms) else "-"

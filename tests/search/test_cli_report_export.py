@@ -47,7 +47,8 @@ def test_report_prints_path_and_pareto_table(run_dir, tmp_path, capsys):
     assert {p.name: p.read_bytes() for p in run_dir.iterdir()} == before  # --out: nothing there
     text = capsys.readouterr().out
     assert text.splitlines()[0] == f"report: {out}" and out.stat().st_size > 1_000_000
-    assert "Pareto set (top1/FLOPs)" in text and "stage table" in text
+    assert "Pareto set (proxy top1 % vs FLOPs = MACs at 224x224)" in text and "stage table" in text
+    assert f"export one with: python -m search export {run_dir} --trial ID --out FILE" in text
     table = pareto_table(load_run(run_dir))
     front_ids = list(table.loc[table["pareto_flops"], "trial_id"])
     assert front_ids
