@@ -198,9 +198,10 @@ def compute_design(run: RunData) -> DesignData:
     constant = tuple((c, label, float(pts[c].dropna().iloc[0])) for c, label in DESIGN_VARIABLES
                      if pts[c].nunique() == 1)
     rho: dict[tuple[str, str], float] = {}
+    full = pts[pts["status"] == "finished"]  # top1 after all epochs: ASHA-stopped ones excluded
     for c, _ in variables:
         for target in ("top1", "flops"):
-            pair = pts[[c, target]].dropna()
+            pair = (full if target == "top1" else pts)[[c, target]].dropna()
             if len(pair) < 3 or pair[c].nunique() < 2 or pair[target].nunique() < 2:
                 rho[(c, target)] = math.nan
             else:
@@ -625,7 +626,8 @@ def render_html(run: RunData, *, generated_at: datetime | None = None) -> str:
     else:
         add('<p class="muted">Each dot is a candidate (failed ones excluded). Spearman rank '
             "correlation ρ below: +1 means the choice always raises top1 / FLOPs, −1 always "
-            "lowers it, n/a where fewer than 3 candidates have it.</p>")
+            "lowers it, n/a where fewer than 3 candidates have it; ρ with top1 counts only "
+            "candidates trained for every epoch (an early-stopped one's top1 is from fewer).</p>")
         add(_figure_html(draw_design(design), PLOT_IDS["design"]))
         add(_table(["", *[label for _, label in design.variables]], [
             [f"ρ with {name}", *[_fmt(design.spearman[(c, target)], "+.2f")
