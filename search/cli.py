@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+import warnings
 
 from space import UserError
 
@@ -80,7 +81,13 @@ def one_line(message: str, limit: int = MAX_ERROR_CHARS) -> str:
     return f"{text[:head]} [...] {text[-(limit - head):]}"
 
 
+def _one_line_warning(message, category, filename, lineno, line=None) -> str:
+    """Warnings as users read them: one line, no source file and code line."""
+    return f"warning: {one_line(str(message))}\n"
+
+
 def main(argv: list[str] | None = None) -> int:
+    warnings.formatwarning = _one_line_warning
     try:
         parser = build_parser()  # imports torch: a second or two in which Ctrl-C may land
     except KeyboardInterrupt:

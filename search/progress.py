@@ -16,12 +16,17 @@ class DecodeProgress:
 
     def __call__(self, done: int, total: int) -> None:
         now = time.monotonic()
-        if self.start is None:
+        if self.start is None:  # called after the first image: time from the second on
             self.start = self.last = now
-            self.write(f"decoding {total:,} images (once: later runs read them from the cache)")
+            self.write(f"decoding {total:,} image{'s' if total != 1 else ''} (kept in the image "
+                       "cache if it can be written: later runs skip this)")
         if done < total and now - self.last < self.every:
             return
         self.last = now
-        rate = done / max(now - self.start, 1e-9)
+        elapsed = now - self.start
+        if done == 1 or elapsed <= 0:
+            self.write(f"  decoded {done:,}/{total:,} images")
+            return
+        rate = (done - 1) / elapsed
         eta = f", ETA {(total - done) / rate:.0f} s" if done < total else ""
         self.write(f"  decoded {done:,}/{total:,} images ({rate:,.0f} images/s{eta})")

@@ -81,6 +81,11 @@ class RunSettings:
         if self.gpus_per_trial > 1 and self.gpus_per_trial != int(self.gpus_per_trial):
             raise SettingsError(f"--gpus-per-trial: got {self.gpus_per_trial!r}; above 1 it "
                                 "must be a whole number")
+        for name in ("cpus_per_trial", "gpus_per_trial"):  # Ray's resolution of a resource
+            value = getattr(self, name)
+            if abs(value * 10_000 - round(value * 10_000)) > 1e-6:
+                raise SettingsError(f"--{name.replace('_', '-')}: got {value!r}; Ray counts "
+                                    "resources in steps of 0.0001, e.g. 0.25 or 0.0625")
         if "latency" in self.objectives and self.latency_table is None:
             raise SettingsError(
                 "--objectives with latency needs --latency-table FILE: the sampler must know a "

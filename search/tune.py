@@ -417,13 +417,7 @@ def run_search(settings: RunSettings, out_dir: str | os.PathLike, *,
     if address is not None:
         _check_reachable(address, option=_address_option(settings))
 
-    proxy_overrides = {"seed": settings.seed}
-    if settings.epochs is not None:
-        proxy_overrides["epochs"] = settings.epochs
-    proxy = proxy_config(settings.dataset, **proxy_overrides)
-    data = load_dataset(settings.dataset, data_dir=settings.data_dir, seed=settings.seed,
-                        max_train=settings.max_train, max_val=settings.max_val,
-                        cache_dir=default_cache_dir(), progress=DecodeProgress(log))
+    # The cheap checks first: a refusal must not wait for minutes of image decoding.
     predict_latency, latency_source = _latency_predictor(settings)
     if address is not None:  # join the cluster before anything is written
         _init_ray(settings)
@@ -431,6 +425,13 @@ def run_search(settings: RunSettings, out_dir: str | os.PathLike, *,
                     log=log)
     else:
         _check_fits(settings, [_this_machine()], where="this machine", log=log)
+    proxy_overrides = {"seed": settings.seed}
+    if settings.epochs is not None:
+        proxy_overrides["epochs"] = settings.epochs
+    proxy = proxy_config(settings.dataset, **proxy_overrides)
+    data = load_dataset(settings.dataset, data_dir=settings.data_dir, seed=settings.seed,
+                        max_train=settings.max_train, max_val=settings.max_val,
+                        cache_dir=default_cache_dir(), progress=DecodeProgress(log))
 
     with folder.lock():  # from here on, a second run into this folder is refused
         optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -540,7 +541,7 @@ def _open_study(folder: RunFolder, *, resumed: bool):
         n_existing = len(optuna.load_study(study_name=STUDY_NAME, storage=storage).trials) \
             if resumed and _study_exists(storage) else 0
         _check_last_record(folder.study_path)  # Optuna reads past a bad last line, then breaks
-    except (ValueError, AssertionError, KeyError, TypeError, IndexError) as exc:
+    except (ValueError, AssertionError, KeyError, TypeError, IndexError, OSError) as exc:
         first = (str(exc).strip().splitlines() or [""])[0][:120]
         raise RunFolderError(f"{folder.study_path}: the Optuna study cannot be read "
                              f"({type(exc).__name__}: {first}); the file is damaged (restore "

@@ -143,8 +143,8 @@ def run(args: argparse.Namespace) -> int:
         folder = run_search(settings, out)
     except SearchInterrupted as stop:
         sys.stderr.write(f"interrupted: the trials finished so far are kept in {stop.folder.path}; "
-                         f"continue with the same command (or: python -m search run --resume "
-                         f"--out {stop.folder.path} --budget {args.budget})\n")
+                         "run the same command again to continue (with this --out it "
+                         "resumes)\n")
         return 130
     run_data = load_run(folder.path)
     report = write_report(run_data)

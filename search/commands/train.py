@@ -148,6 +148,19 @@ def _check_out(out: Path, *, resume: bool, force: bool) -> dict[str, Any] | None
     return None
 
 
+def _saved_ok(key: str, value: Any) -> bool:
+    """Whether train.json's ``settings[key]`` has a value the command line could have given."""
+    if key in _INT_OPTIONS:
+        return type(value) is int and value >= _INT_OPTIONS[key][1]
+    if key in ("train_on_val", "onnx"):
+        return isinstance(value, bool)
+    if key == "dataset":
+        return value in DATASETS
+    if key == "lr":
+        return type(value) in (int, float) and math.isfinite(value) and value > 0
+    return isinstance(value, str)  # data_dir, device
+
+
 def _settings(args: argparse.Namespace, previous: dict[str, Any] | None) -> dict[str, Any]:
     """The run's options: the command line's, and on resume the previous run's for those not
     given (those that shape the data or the recipe must not change)."""
@@ -174,6 +187,11 @@ def _settings(args: argparse.Namespace, previous: dict[str, Any] | None) -> dict
                                     f"({was}); drop {flag} to resume, or start over with "
                                     "--force")
         settings = {k: given[k] if given[k] is not None else old.get(k) for k in _KEPT}
+        for key in _KEPT:  # what train.json supplies is checked as the command line's is
+            if given[key] is None and old.get(key) is not None and not _saved_ok(key, old[key]):
+                raise TrainOutError(f"--resume: {args.out}/train.json: settings.{key} is "
+                                    f"{old[key]!r}, not a valid value; restore the file, or "
+                                    "start over with --force")
     settings["onnx"] = bool(settings["onnx"])
     settings["train_on_val"] = bool(settings["train_on_val"])
     settings["seed"] = 0 if settings["seed"] is None else settings["seed"]

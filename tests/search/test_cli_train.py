@@ -315,3 +315,19 @@ def test_a_damaged_history_is_refused_before_training(trained, tmp_path, capsys)
                             "--epochs", "2"], "train.json: 'history' is damaged",
                    "start over with --force")
     assert _snapshot(copy) == before
+
+
+@pytest.mark.parametrize(("key", "value"), [("data_dir", 5), ("seed", -5), ("epochs", "3"),
+                                            ("onnx", "no"), ("dataset", "imagenet")])
+def test_a_damaged_saved_setting_is_refused_naming_train_json(trained, tmp_path, capsys, key,
+                                                              value):
+    copy = tmp_path / "copy"
+    shutil.copytree(trained, copy)
+    record = json.loads((copy / "train.json").read_text())
+    record["settings"][key] = value
+    (copy / "train.json").write_text(json.dumps(record))
+    before = _snapshot(copy)
+    one_line_error(capsys, ["train", "ghostnet_050", "--out", str(copy), "--resume"],
+                   f"train.json: settings.{key} is {value!r}, not a valid value",
+                   "start over with --force")
+    assert _snapshot(copy) == before

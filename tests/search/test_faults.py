@@ -128,7 +128,7 @@ def test_a_torn_journal_record_is_dropped_and_the_study_loads_and_grows(tmp_path
 
 
 @pytest.mark.parametrize("damage", [b"this is not a journal record\n",
-                                    b'{"op_code": 99, "worker_id": "x"}\n'])
+                                    b'{"op_code": 99, "worker_id": "x"}\n', "a folder"])
 def test_a_damaged_journal_is_one_line_and_run_json_is_untouched(tmp_path, damage):
     """A journal line that is whole but not Optuna's (garbage, an unknown operation) cannot be
     dropped as torn: the resume is refused in one line naming the file, before run.json is
@@ -140,7 +140,11 @@ def test_a_damaged_journal_is_one_line_and_run_json_is_untouched(tmp_path, damag
     study = optuna.create_study(study_name=STUDY_NAME, storage=_storage(folder),
                                 directions=["maximize", "minimize"])
     study.tell(study.ask(), [1.0, 1.0])
-    folder.study_path.write_bytes(folder.study_path.read_bytes() + damage)
+    if damage == "a folder":  # e.g. restored from a backup tool that made it one
+        folder.study_path.unlink()
+        folder.study_path.mkdir()
+    else:
+        folder.study_path.write_bytes(folder.study_path.read_bytes() + damage)
     before = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
     proc = subprocess.run([sys.executable, "-m", "search", "run", *TINY, "--out", str(out)],
                           cwd=tmp_path, env=_env(), capture_output=True, text=True, timeout=300)

@@ -39,3 +39,18 @@ def test_a_rebuilt_latency_table_is_refused_and_an_old_run_json_is_not():
         rebuilt.resumable_from(with_table)
     # run.json written before the hash was kept: only the path can be compared
     rebuilt.resumable_from(dataclasses.replace(with_table, latency_table_sha256=None))
+
+
+@pytest.mark.parametrize(("change", "message"), [
+    ({"cpus_per_trial": 0.00001}, "--cpus-per-trial: got 1e-05; Ray counts resources in steps "
+                                  "of 0.0001"),
+    ({"gpus_per_trial": 0.33333}, "--gpus-per-trial: got 0.33333; Ray counts"),
+])
+def test_resources_finer_than_ray_counts_are_refused(change, message):
+    with pytest.raises(SettingsError, match=message.replace("(", r"\(")):
+        dataclasses.replace(OLD, **change)
+
+
+def test_resources_ray_can_count_are_accepted():
+    for cpus, gpus in ((0.5, 0.25), (0.0625, 0.0001), (3.0, 2.0), (1.0, 0.0)):
+        dataclasses.replace(OLD, cpus_per_trial=cpus, gpus_per_trial=gpus)
