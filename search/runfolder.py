@@ -180,11 +180,16 @@ class RunFolder:
         """Whether writing ``path`` would replace a file of this run (or the folder itself, or
         anything in Ray's ``ray/`` state)."""
         target, root = Path(path).resolve(), self.path.resolve()
-        own = {p.name for p in (self.meta_path, self.trials_path, self.curves_path,
-                                self.study_path, self.pareto_path, self.report_path,
-                                self.lock_path)}
-        return (target == root or (target.parent == root and target.name in own)
-                or target.is_relative_to(root / "ray"))
+        files = (self.meta_path, self.trials_path, self.curves_path, self.study_path,
+                 self.pareto_path, self.report_path, self.lock_path)
+        if target == root or target.is_relative_to(root / "ray") or (
+                target.parent == root and target.name in {p.name for p in files}):
+            return True
+        try:  # another name for one of them (a hard link) is the same file
+            return target.exists() and any(p.exists() and os.path.samefile(p, target)
+                                           for p in files)
+        except OSError:
+            return False
 
     def require(self) -> RunFolder:
         """Raise a one-line error unless this is a run folder."""

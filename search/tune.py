@@ -546,6 +546,12 @@ def _open_study(folder: RunFolder, *, resumed: bool):
         raise RunFolderError(f"{folder.study_path}: the Optuna study cannot be read "
                              f"({type(exc).__name__}: {first}); the file is damaged (restore "
                              "it, or pass a new --out)") from None
+    if resumed and n_existing == 0:
+        rows = [r for r in folder.read_trials() if r["kind"] == "candidate"]
+        if rows:  # the study lost its history: trial numbers (and ids) would start over
+            raise RunFolderError(f"{folder.study_path}: the Optuna study is empty or missing, "
+                                 f"but trials.csv holds {len(rows)} candidates; restore it, or "
+                                 "pass a new --out")
     return storage, n_existing
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -135,3 +136,13 @@ def test_module_entry_point_end_to_end(run_dir, tmp_path):
                           "nope", "--out", str(tmp_path / "c.json")], cwd=ROOT,
                          capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "Traceback" not in bad.stderr
+
+
+def test_export_never_replaces_a_file_of_the_run_by_another_name(run_dir, tmp_path, capsys):
+    """A hard link to run.json outside the folder is still run.json."""
+    link = tmp_path / "settings-link.json"
+    os.link(run_dir / "run.json", link)
+    before = (run_dir / "run.json").read_bytes()
+    assert main(["export", str(run_dir), "--best", "--out", str(link), "--force"]) == 2
+    assert "would replace a file of the run itself" in capsys.readouterr().err
+    assert (run_dir / "run.json").read_bytes() == before

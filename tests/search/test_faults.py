@@ -128,7 +128,8 @@ def test_a_torn_journal_record_is_dropped_and_the_study_loads_and_grows(tmp_path
 
 
 @pytest.mark.parametrize("damage", [b"this is not a journal record\n",
-                                    b'{"op_code": 99, "worker_id": "x"}\n', "a folder"])
+                                    b'{"op_code": 99, "worker_id": "x"}\n', "a folder",
+                                    "emptied"])
 def test_a_damaged_journal_is_one_line_and_run_json_is_untouched(tmp_path, damage):
     """A journal line that is whole but not Optuna's (garbage, an unknown operation) cannot be
     dropped as torn: the resume is refused in one line naming the file, before run.json is
@@ -143,6 +144,8 @@ def test_a_damaged_journal_is_one_line_and_run_json_is_untouched(tmp_path, damag
     if damage == "a folder":  # e.g. restored from a backup tool that made it one
         folder.study_path.unlink()
         folder.study_path.mkdir()
+    elif damage == "emptied":  # truncated to nothing: trials.csv still has its candidates
+        folder.study_path.write_bytes(b"")
     else:
         folder.study_path.write_bytes(folder.study_path.read_bytes() + damage)
     before = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
@@ -150,7 +153,9 @@ def test_a_damaged_journal_is_one_line_and_run_json_is_untouched(tmp_path, damag
                           cwd=tmp_path, env=_env(), capture_output=True, text=True, timeout=300)
     assert proc.returncode == 2, proc.stderr[-2000:]
     assert proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr
-    assert "study.journal: the Optuna study cannot be read" in proc.stderr
+    assert ("study.journal: the Optuna study cannot be read" in proc.stderr
+            or "study.journal: the Optuna study is empty or missing, but trials.csv holds 3 "
+               "candidates" in proc.stderr)
     assert "restore it, or pass a new --out" in proc.stderr
     after = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
     after.pop(".ghostnas.lock", None)  # the lock the refused run took and released
