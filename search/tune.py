@@ -432,6 +432,9 @@ def run_search(settings: RunSettings, out_dir: str | os.PathLike, *,
     data = load_dataset(settings.dataset, data_dir=settings.data_dir, seed=settings.seed,
                         max_train=settings.max_train, max_val=settings.max_val,
                         cache_dir=default_cache_dir(), progress=DecodeProgress(log))
+    if settings.max_val is not None and settings.max_val > data.val_x.shape[0]:
+        log(f"note: --max-val {settings.max_val} is more than the {data.val_x.shape[0]} held-out "
+            "images; all of them are used")
 
     with folder.lock():  # from here on, a second run into this folder is refused
         optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -477,8 +480,9 @@ def run_search(settings: RunSettings, out_dir: str | os.PathLike, *,
         log(f"GhostNAS {'resuming' if resumed else 'run'} -> {folder.path} | budget "
             f"{format_flops(settings.budget_flops)} FLOPs (MACs at 224x224) | {settings.dataset}: "
             f"{data.train_x.shape[0]} train / {data.val_x.shape[0]} held-out images, "
-            f"{data.num_classes} classes, proxy {proxy.epochs} epochs at {proxy.resolution}px | "
-            f"{settings.trials} candidates + {run.total_refs} references | sampler "
+            f"{data.num_classes} classes, proxy {_count(proxy.epochs, 'epoch')} at "
+            f"{proxy.resolution}px | {_count(settings.trials, 'candidate')} + "
+            f"{_count(run.total_refs, 'reference')} | sampler "
             f"{settings.sampler}, scheduler {settings.scheduler}")
         if resumed:
             log(f"  already done: {run.candidates_done} candidates, "
@@ -497,6 +501,10 @@ def run_search(settings: RunSettings, out_dir: str | os.PathLike, *,
             log(f"note: {run.candidates_done} of {settings.trials} candidates trained "
                 f"({run.source.exhausted_reason or 'see the errors above'})")
         return folder
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}{'' if n == 1 else 's'}"
 
 
 def _row_arch(folder: RunFolder, row: dict):
