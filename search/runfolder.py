@@ -191,6 +191,12 @@ class RunFolder:
         except OSError:
             return False
 
+    def refuse_output(self, path: str | os.PathLike, *, fix: str = "") -> None:
+        """A one-line error if ``--out`` ``path`` would replace a file of this run (:meth:`holds`)."""
+        if self.holds(path):
+            raise RunFolderError(f"--out {str(path)!r} would replace a file of the run itself; "
+                                 f"pass a path outside the run's own files{fix}")
+
     def require(self) -> RunFolder:
         """Raise a one-line error unless this is a run folder."""
         if self.path.exists() and not self.path.is_dir():

@@ -342,8 +342,7 @@ class _Run:
             figure = (f"top1 {row['top1']:5.1f}%  {format_flops(row['flops']):>7} FLOPs  "
                       f"{row['params'] / 1e6:5.2f}M params  trial {row['seconds'] or 0:5.1f}s")
             if row["status"] == "early_stopped":
-                figure += (f"  (stopped by ASHA after {row['epochs']} "
-                           f"epoch{'s' if row['epochs'] != 1 else ''})")
+                figure += f"  (stopped by ASHA after {_count(row['epochs'], 'epoch')})"
         best = self.best_under_budget()
         best_text = (f"best <= {format_flops(self.settings.budget_flops)}: {best['top1']:.1f}% "
                      f"({best['trial_id']})" if best else "best: -")
@@ -460,8 +459,9 @@ def run_search(settings: RunSettings, out_dir: str | os.PathLike, *,
 
         directions = [{"top1": "maximize", "flops": "minimize", "latency": "minimize"}[o]
                       for o in settings.objectives]
-        sampler = make_sampler(settings.sampler, seed=(settings.seed + n_existing) % (MAX_SEED + 1),
-                               n_trials=settings.trials)
+        # a resumed run's sampler starts from another seed than the first session's
+        sampler_seed = (settings.seed + n_existing) % (MAX_SEED + 1)
+        sampler = make_sampler(settings.sampler, seed=sampler_seed, n_trials=settings.trials)
         study = optuna.create_study(study_name=STUDY_NAME, storage=storage, directions=directions,
                                     sampler=sampler, load_if_exists=True)
         with warnings.catch_warnings():
@@ -471,8 +471,7 @@ def run_search(settings: RunSettings, out_dir: str | os.PathLike, *,
                                  objectives=settings.objectives,
                                  latency_budget_ms=settings.latency_budget_ms
                                  if predict_latency else None,
-                                 predict_latency=predict_latency,
-                                 seed=(settings.seed + n_existing) % (MAX_SEED + 1))
+                                 predict_latency=predict_latency, seed=sampler_seed)
         abandoned = source.abandon_running("interrupted: the run was killed while it trained")
         run = _Run(settings, folder, meta=meta, source=source, proxy=proxy.to_dict(),
                    predict_latency=predict_latency, latency_source=latency_source, log=log)

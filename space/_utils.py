@@ -99,6 +99,10 @@ def check_classes(where: str, value: Any) -> int:
     return check_int(where, value, maximum=MAX_CLASSES)
 
 
+def check_dropout(where: str, value: Any) -> float:
+    return check_float(where, value, low=0.0, high=1.0, low_inclusive=True)
+
+
 def check_version(data: dict[str, Any], expected: int) -> None:
     """A file's optional ``version`` key: exactly the integer ``expected`` (not true, not 1.0)."""
     if "version" in data and not (type(data["version"]) is int and data["version"] == expected):

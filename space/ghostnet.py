@@ -24,7 +24,7 @@ from space._utils import (
     check_bool,
     check_channels,
     check_classes,
-    check_float,
+    check_dropout,
     check_ghost_ratio,
     check_int,
     check_kernel,
@@ -152,8 +152,7 @@ class Architecture:
         check_channels("stem", self.stem)
         check_channels("head", self.head)
         check_classes("num_classes", self.num_classes)
-        check_float("dropout", self.dropout, low=0.0, high=1.0, low_inclusive=True)
-        object.__setattr__(self, "dropout", float(self.dropout))
+        object.__setattr__(self, "dropout", check_dropout("dropout", self.dropout))
 
     # -- views ---------------------------------------------------------------------------
 

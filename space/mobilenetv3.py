@@ -20,7 +20,7 @@ from space._utils import (
     check_bool,
     check_channels,
     check_classes,
-    check_float,
+    check_dropout,
     check_int,
     check_kernel,
     check_keys,
@@ -100,8 +100,7 @@ class MobileNetV3Arch:
         check_channels("stem", self.stem)
         check_channels("head", self.head)
         check_classes("num_classes", self.num_classes)
-        object.__setattr__(self, "dropout", check_float(
-            "dropout", self.dropout, low=0.0, high=1.0, low_inclusive=True))
+        object.__setattr__(self, "dropout", check_dropout("dropout", self.dropout))
 
     @property
     def depth(self) -> int:

@@ -32,7 +32,7 @@ from space._utils import (
     UserError,
     check_channels,
     check_classes,
-    check_float,
+    check_dropout,
     check_ghost_ratio,
     check_int,
     check_kernel,
@@ -147,7 +147,7 @@ class SearchSpace:
             check_channels("stem", self.stem)
             check_channels("head", self.head)
             check_classes("num_classes", self.num_classes)
-            check_float("dropout", self.dropout, low=0.0, high=1.0, low_inclusive=True)
+            check_dropout("dropout", self.dropout)
         except ArchitectureError as exc:
             raise SpaceError(str(exc)) from None
 

@@ -38,11 +38,8 @@ def run(args: argparse.Namespace) -> int:
     max_latency = (parse_latency_ms(args.max_latency, option="--max-latency")
                    if args.max_latency is not None else None)
     from search.runfolder import RunFolder
-    from space import UserError
 
-    if RunFolder(args.run_dir).holds(args.out):
-        raise UserError(f"--out {args.out!r} would replace a file of the run itself; pass a "
-                        "path outside the run's own files")
+    RunFolder(args.run_dir).refuse_output(args.out)
     result = export_architecture(args.run_dir, out=args.out, trial_id=args.trial,
                                  best=args.best, max_flops=max_flops,
                                  max_latency_ms=max_latency, force=args.force)

@@ -31,10 +31,8 @@ def run(args: argparse.Namespace) -> int:
         if not args.out.strip():
             raise UserError("--out: got an empty path; pass a file name (or drop --out to "
                             "rewrite RUN_DIR/report.html)")
-        if RunFolder(args.run_dir).holds(args.out):
-            raise UserError(f"--out {args.out!r} would replace a file of the run itself; pass "
-                            "a path outside the run's own files (or drop --out to rewrite "
-                            "RUN_DIR/report.html)")
+        RunFolder(args.run_dir).refuse_output(
+            args.out, fix=" (or drop --out to rewrite RUN_DIR/report.html)")
         probe_writable(Path(args.out).parent, option="--out")
     data = load_run(args.run_dir)  # one snapshot for the file and the table printed
     path = write_report(data, out=args.out)

@@ -131,7 +131,8 @@ def run(args: argparse.Namespace) -> int:
     settings = RunSettings(
         budget_flops=budget, trials=args.trials, epochs=args.epochs, dataset=args.dataset,
         data_dir=str(Path(args.data_dir).resolve()) if args.data_dir else None,
-        max_train=args.max_train, max_val=args.max_val, sampler=args.sampler, seed=args.seed, objectives=objectives,
+        max_train=args.max_train, max_val=args.max_val, sampler=args.sampler, seed=args.seed,
+        objectives=objectives,
         latency_budget_ms=latency_budget,
         latency_table=str(Path(args.latency_table).resolve()) if args.latency_table else None,
         measure_latency=args.measure_latency, cpus_per_trial=args.cpus_per_trial,

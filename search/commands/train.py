@@ -58,7 +58,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--max-train", type=int, default=None, metavar="N",
                    help="train on a seeded, class-stratified subset of N images (smoke tests)")
     g.add_argument("--train-on-val", action="store_true", default=None,
-                   help="also train on the validation split (10%% of the training files), for "
+                   help="also train on the validation split (10%% of the training images; "
+                        "digits 25%%), for "
                         "a final model scored on the official test split; only for data sets "
                         "with one (CIFAR, folders with test/)")
     g = p.add_argument_group("output")
