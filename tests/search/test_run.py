@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import pickle
 import signal
 import subprocess
 import sys
@@ -32,6 +33,16 @@ def _run(args, *, env=None, timeout=600):
 
 def _rows(out: Path) -> list[dict]:
     return RunFolder(out).read_trials()
+
+
+class _OpensMarker:
+    """Unpickling this creates ``path``: a stand-in for a malicious pickle."""
+
+    def __init__(self, path: Path):
+        self.path = path
+
+    def __reduce__(self):
+        return open, (str(self.path), "w")
 
 
 @pytest.fixture(scope="module")
@@ -126,9 +137,17 @@ def test_killed_run_resumes_to_the_requested_total(tmp_path):
         proc.wait()
     before = _rows(out)
     assert 2 <= len(before) < 5
+    # Ray Tune's own state is a pickle (tuner.pkl): a resume must never read it back. A crafted
+    # one, which would create a marker file if it were unpickled, stays inert.
+    marker = tmp_path / "tuner-pickle-ran"
+    experiments = [p for p in (out / "ray").iterdir() if p.is_dir()]
+    assert experiments
+    for experiment in experiments:
+        (experiment / "tuner.pkl").write_bytes(pickle.dumps(_OpensMarker(marker)))
 
     resumed = _run(args)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert not marker.exists()
     after = _rows(out)
     assert len(after) == 5
     ids = [r["trial_id"] for r in after]
