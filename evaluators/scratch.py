@@ -3,8 +3,10 @@
 The proxy (evaluators/proxy.py) ranks candidates with a few epochs; this trains the chosen one
 properly and reports its top-1 on the held-out split: the official test split when the data set
 has one (CIFAR, folders with ``test/``), else the validation split carved from the training
-files. Nothing is selected on that split (no best-epoch pick, no early stopping), so the final
-figure is an unbiased estimate.
+files. Training selects nothing on that split (no best-epoch pick, no early stopping); the test
+split's figure is therefore an unbiased estimate. The validation split is the one the proxy
+scores on (same data, same seed), so for an architecture a search picked there, its figure is
+optimistic.
 
 The recipe, defaults of :class:`TrainConfig` (the reasons are beside each field):
 
@@ -532,6 +534,12 @@ class _Run:
             self.model.load_state_dict(state["model"])
             self.opt.load_state_dict(state["optimizer"])
             self.sched.load_state_dict(state["scheduler"])
+            # The optimizer holds the rate the old schedule set for the next step; with more
+            # epochs than before the schedule is longer, so set that step's rate from this one.
+            for group, base, factor in zip(self.opt.param_groups, self.sched.base_lrs,
+                                           self.sched.lr_lambdas, strict=True):
+                group["lr"] = base * factor(self.sched.last_epoch)
+            self.sched._last_lr = [group["lr"] for group in self.opt.param_groups]
             if self.scaler is not None and state["scaler"] is not None:
                 self.scaler.load_state_dict(state["scaler"])
             rng = state["rng"]

@@ -340,6 +340,7 @@ def _train(args: argparse.Namespace) -> int:
     record: dict[str, Any] = {
         "format": TRAIN_FORMAT, "version": 1, "status": "running", "arch": args.arch,
         "settings": settings, "data": data.describe(), "held_out": split,
+        "held_out_unbiased": split == "test",  # a search selects on the validation split
         "model": {"classes": data.num_classes, "params": cost.params, "flops": cost.flops,
                   "flops_convention": "multiply-accumulates of Conv2d+Linear at 224x224"},
         "config": resolved.to_dict(),
@@ -431,9 +432,12 @@ def _train(args: argparse.Namespace) -> int:
                           "max_abs_diff": onnx.max_abs_diff}
         write_record()
 
-    no_test = "" if split == "test" else f"; {data.name} has no official test split"
-    print(f"top1: {result.top1:.2f} % on the {split} split ({result.split_images:,} images"
-          f"{no_test})")
+    print(f"top1: {result.top1:.2f} % on the {split} split ({result.split_images:,} images)")
+    if split == "val":
+        print(f"note: {data.name} has no official test split, and a search on the same data and "
+              "--seed chose among architectures on this validation split: for an architecture "
+              "it picked, this figure is optimistic; a folder with a test/ sub-folder (or CIFAR) "
+              "gives an unbiased one")
     epochs = f"{result.epochs} epoch" + ("s" if result.epochs != 1 else "")
     print(f"time: {final['wall_seconds']:.1f} s in all; training {result.train_seconds:.1f} s "
           f"over {epochs} at {result.images_per_second:,.0f} images/s")

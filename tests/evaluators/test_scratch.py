@@ -92,6 +92,27 @@ def test_two_epochs_equal_one_plus_a_resumed_one(digits, tmp_path):
         assert torch.equal(a[name], b[name]), name  # bit for bit, running BN statistics too
 
 
+def test_more_epochs_on_resume_follow_the_longer_schedule_from_the_first_step(digits, tmp_path):
+    first = train_from_scratch(SMALL, digits, FAST, out_dir=tmp_path)  # finished: lr ends at 0
+    lrs = []
+
+    def progress(p: TrainProgress) -> None:
+        if p.kind == "step" and p.step == len(lrs) % p.steps + 1:
+            lrs.append(p.lr)
+
+    longer = dataclasses.replace(FAST, epochs=4)
+    resumed = train_from_scratch(SMALL, digits, longer, out_dir=tmp_path, resume=True,
+                                 progress=progress)
+    assert resumed.status == "finished" and resumed.resumed_from == 2
+    steps = len(digits.train_x) // FAST.batch_size
+    total = 4 * steps
+    warmup = min(resumed.config.warmup_epochs * steps, total // 10)
+    expected = [first.config.lr * _lr_factor(2 * steps + i, warmup=warmup, total=total)
+                for i in range(2 * steps)]
+    assert lrs == pytest.approx(expected, rel=1e-12)
+    assert lrs[0] > 0.4 * first.config.lr  # the old schedule had ended at 0
+
+
 def test_a_checkpoint_after_every_epoch_holds_the_whole_state(digits, tmp_path):
     seen = []
 

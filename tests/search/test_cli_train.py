@@ -65,6 +65,7 @@ def test_export_train_onnx_then_resume_end_to_end(tmp_path, capsys):
     assert "\r" not in done.stdout + done.stderr  # not a terminal: plain lines only
     assert "epoch 1/1: top1 " in done.stdout and "% (val)" in done.stdout
     assert "top1: " in done.stdout and "on the val split" in done.stdout
+    assert "for an architecture it picked, this figure is optimistic" in done.stdout
     assert " s in all; training " in done.stdout and "images/s" in done.stdout
     for name in ("checkpoint.pt", "train.json", "arch.json", "model.onnx"):
         assert str(out / name) in done.stdout
@@ -77,6 +78,7 @@ def test_export_train_onnx_then_resume_end_to_end(tmp_path, capsys):
     assert provenance["input"]["trial_id"] == trial and provenance["source"] == str(exported)
     record = json.loads((out / "train.json").read_text())
     assert record["format"] == "ghostnas-train" and record["status"] == "finished"
+    assert record["held_out"] == "val" and record["held_out_unbiased"] is False
     assert [h["epoch"] for h in record["history"]] == [1]
     final = record["final"]
     assert final["split"] == "val" and final["epochs"] == 1 and 0 <= final["top1"] <= 100
@@ -249,7 +251,8 @@ def test_train_on_val_trains_on_the_validation_images_too(tmp_path, capsys):
                      "--threads", "1", "--out", str(out), *flag]) == 0
         record = json.loads((out / "train.json").read_text())
         assert record["data"].startswith(f"cifar10: {images} train / 10 val / 20 test")
-        assert record["held_out"] == "test" and record["settings"]["train_on_val"] == bool(flag)
+        assert record["held_out"] == "test" and record["held_out_unbiased"]
+        assert record["settings"]["train_on_val"] == bool(flag)
     # a resumed run keeps the setting without being told again
     assert main(["train", "ghostnet_050", "--resume", "--out", str(tmp_path / "out100"),
                  "--epochs", "2"]) == 0
