@@ -44,7 +44,9 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
 # separates candidates that a 10% split (179 images) scores the same.
 VAL_FRACTION = {"digits": 0.25}
 DEFAULT_FOLDER_SIZE = 32  # side that folder images are resized to unless image_size is given
-_CACHE_VERSION = 2  # bump when the cached arrays' meaning changes (2: 16-bit grayscale scaled)
+# Bump when the cached arrays' meaning changes (2: 16-bit grayscale scaled; 3: EXIF orientation).
+_CACHE_VERSION = 3
+_EXIF_ORIENTATION = 0x0112  # the EXIF tag; 1 = stored as displayed
 
 
 class DataError(UserError):
@@ -470,11 +472,14 @@ def _scan_split(root: Path, split_dir: Path, classes: tuple[str, ...] | None) ->
 
 
 def _decode(path: str, size: int) -> np.ndarray:
-    """One image file -> (3, size, size) uint8; grayscale and palette images become RGB."""
-    from PIL import Image
+    """One image file -> (3, size, size) uint8, as it is displayed (EXIF orientation applied:
+    phone photos are stored sideways); grayscale and palette images become RGB."""
+    from PIL import Image, ImageOps
 
     try:
         with Image.open(path) as im:
+            if im.getexif().get(_EXIF_ORIENTATION, 1) != 1:
+                im = ImageOps.exif_transpose(im)
             if im.mode == "I" or im.mode.startswith("I;16"):  # 16-bit grayscale PNG
                 # convert() would clip 0..65535 to 0..255 (nearly all white): scale to 8 bits.
                 # 16-bit RGB(A) opens as RGB(A) already, PIL keeping each sample's high byte.

@@ -135,7 +135,7 @@ class ProxyConfig:
 
 # Per-data-set proxy settings (overrides of ProxyConfig's defaults). Digits are 8x8 and tiny:
 # at 16x16 with stem stride 1 the maps shrink as 32x32 with the deployment stem (2x2 before the
-# last stage); three epochs of 1,618 images in batches of 64 (lr scaled linearly from 0.2 at
+# last stage); three epochs of 1,347 images in batches of 64 (lr scaled linearly from 0.2 at
 # 128) take ~5-12 s per GhostNet on one CPU core; a flipped digit is a different digit.
 PRESETS: dict[str, dict[str, Any]] = {
     "digits": {"resolution": 16, "epochs": 3, "batch_size": 64, "lr": 0.1, "flip": False,
@@ -163,6 +163,7 @@ class EpochReport:
     top1: float  # percent, on the validation split
     loss: float  # mean training loss of the epoch (cross-entropy with label smoothing, nats)
     seconds: float  # cumulative training wall time (evaluation not included)
+    images: int  # cumulative training images processed (each epoch's ragged last batch dropped)
 
 
 @dataclass(frozen=True)
@@ -529,7 +530,7 @@ def _train(arch: Any, data: ImageData, eval_x: torch.Tensor, eval_y: torch.Tenso
             return "failed", f"non-finite outputs (nan/inf) at evaluation after epoch {epoch}"
         epoch_report = EpochReport(epoch=epoch, top1=top1,
                                    loss=loss_sum.item() / steps_per_epoch,
-                                   seconds=progress.train_seconds)
+                                   seconds=progress.train_seconds, images=progress.images)
         progress.curve.append(epoch_report)
         if report is not None and report(epoch_report):
             return "early_stopped", ""

@@ -84,7 +84,6 @@ def proxy_trial(config: dict[str, Any], data: Any = None) -> None:
     proxy = ProxyConfig(**config["proxy"])
     if config.get("fault") == "nan":  # diverges at the first step: the loss turns inf/NaN
         proxy = dataclasses.replace(proxy, lr=1e30, warmup_fraction=0.0)
-    n_train = int(data.train_x.shape[0])
     base = {"status": "running", "error": ""}
     start = time.perf_counter()
 
@@ -93,7 +92,7 @@ def proxy_trial(config: dict[str, Any], data: Any = None) -> None:
         tune.report({**base, "epoch": epoch.epoch, "top1": epoch.top1, "loss": epoch.loss,
                      "train_seconds": epoch.seconds,
                      "proxy_seconds": time.perf_counter() - start,
-                     "images_per_second": epoch.epoch * n_train / max(epoch.seconds, 1e-9),
+                     "images_per_second": epoch.images / max(epoch.seconds, 1e-9),
                      "status": "finished" if done else "running"})
 
     try:

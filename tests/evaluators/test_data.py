@@ -514,6 +514,23 @@ def test_16_bit_pngs_are_scaled_to_8_bits(tmp_path):
         assert np.abs(x[y == data.classes.index(c)] - expected).max() <= 1
 
 
+def test_exif_orientation_is_applied_as_a_viewer_shows_the_photo(tmp_path):
+    # A phone photo stored sideways: 32 wide, 16 high, left half white, with orientation 6
+    # ("rotate 90 degrees clockwise to display"): displayed 16 wide, 32 high, top half white.
+    stored = np.zeros((16, 32, 3), np.uint8)
+    stored[:, :16] = 255
+    for c in ("a", "b"):
+        (tmp_path / c).mkdir()
+        for i in range(2):
+            exif = Image.Exif()
+            exif[0x0112] = 6
+            Image.fromarray(stored).save(tmp_path / c / f"{i}.jpg", quality=95, exif=exif)
+    data = load_dataset("folder", data_dir=tmp_path, image_size=32, val_fraction=0.5)
+    image = data.train_x[0].numpy().astype(int)  # (3, 32, 32): resized to a square
+    assert image[:, :12].min() > 200 and image[:, 20:].max() < 55  # top white, bottom black
+    assert abs(int(image[:, :, :16].mean()) - int(image[:, :, 16:].mean())) < 5
+
+
 def test_image_data_checks_its_tensors():
     x = torch.zeros(4, 3, 8, 8, dtype=torch.uint8)
     y = torch.zeros(4, dtype=torch.int64)

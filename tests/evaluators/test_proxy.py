@@ -58,6 +58,14 @@ def test_one_epoch_on_the_embedded_digits(digits):
     _check_record(train_proxy(SMALL, digits, FAST))
 
 
+def test_throughput_counts_only_the_images_trained_on(digits):
+    config = dataclasses.replace(FAST, epochs=2, batch_size=96)  # 320 images: 3 steps, 32 left
+    result = train_proxy(SMALL, digits, config)
+    _check_record(result, epochs=2)
+    assert [r.images for r in result.curve] == [288, 576]
+    assert result.images_per_second == pytest.approx(576 / result.train_seconds)
+
+
 def test_one_epoch_on_cifar10_files(tmp_path):
     write_cifar10(tmp_path, per_batch=40)
     data = load_dataset("cifar10", data_dir=tmp_path)
