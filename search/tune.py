@@ -144,18 +144,25 @@ def _ray_classes():
             self.run.on_complete(trial_id, result, error)
 
     class ReferenceSafeASHA(AsyncHyperBandScheduler):
-        """ASHA on proxy top-1 among candidates only: reference models always run to the end
-        and never enter a rung (Ray's ASHA files a trial's *final* result in every rung it has
-        passed when it completes, so a reference's last-epoch top-1 would become the bar that
-        candidates must clear after their first epoch)."""
+        """ASHA on proxy top-1 among candidates that trained: reference models always run to
+        the end and never enter a rung (Ray's ASHA files a trial's *final* result in every rung
+        it has passed when it completes, so a reference's last-epoch top-1 would become the bar
+        that candidates must clear after their first epoch), and neither does a failed trial's
+        report (its top1 0.0 is a placeholder Tune's metric check needs, not a score: in a rung
+        it would lower the bar)."""
+
+        @staticmethod
+        def _outside_rungs(trial, result) -> bool:
+            return (trial.config.get("kind") == "reference"
+                    or (result or {}).get("status") == "failed")
 
         def on_trial_result(self, tune_controller, trial, result):
-            if trial.config.get("kind") == "reference":
+            if self._outside_rungs(trial, result):
                 return TrialScheduler.CONTINUE
             return super().on_trial_result(tune_controller, trial, result)
 
         def on_trial_complete(self, tune_controller, trial, result):
-            if trial.config.get("kind") == "reference":
+            if self._outside_rungs(trial, result):
                 self._trial_info.pop(trial.trial_id, None)
                 return
             super().on_trial_complete(tune_controller, trial, result)

@@ -50,3 +50,21 @@ def test_candidates_are_still_stopped_among_themselves():
         asha.on_trial_add(None, trial)
         decisions.append(asha.on_trial_result(None, trial, {"epoch": 1, "top1": top1}))
     assert decisions[-1] == TrialScheduler.STOP  # far below its peers at the same epoch
+
+
+def test_a_failed_trial_does_not_lower_the_bar():
+    """A failed trial reports top1 0.0 only because Tune checks that every result has the
+    metric; were it filed in the rung, a weak candidate would pass the lowered bar."""
+    asha = _scheduler(5)
+    failed = _trial("c0000", "candidate")
+    asha.on_trial_add(None, failed)
+    failure = {"epoch": 1, "top1": 0.0, "status": "failed"}
+    assert asha.on_trial_result(None, failed, failure) == TrialScheduler.CONTINUE
+    asha.on_trial_complete(None, failed, failure)
+    decisions = []
+    for i, top1 in enumerate((80.1, 75.6)):
+        trial = _trial(f"c{i + 1:04d}", "candidate")
+        asha.on_trial_add(None, trial)
+        decisions.append(asha.on_trial_result(None, trial, {"epoch": 1, "top1": top1}))
+    # The bar for the second is its one trained peer (80.1), not a percentile of {0.0, 80.1}.
+    assert decisions == [TrialScheduler.CONTINUE, TrialScheduler.STOP]
