@@ -133,13 +133,19 @@ class CandidateSource:
             self._tell(twin, known)
 
     def abandon_running(self, reason: str) -> int:
-        """Mark trials left RUNNING by a killed run as failed; returns how many."""
-        n = 0
+        """Mark trials left RUNNING by a killed run as failed, and enqueue the networks that
+        were training (not their parked duplicates, nor proposals cut off before they were
+        considered) so that the sampler proposes them again first; returns how many."""
+        again = []
         for t in self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+            dispatched = ("flops" in t.user_attrs and "ghostnas_note" not in t.user_attrs)
             self.study._storage.set_trial_user_attr(t._trial_id, "ghostnas_note", reason)
             self.study.tell(t.number, state=TrialState.FAIL)
-            n += 1
-        return n
+            if dispatched:
+                again.append(t.params)
+        for params in again:
+            self.study.enqueue_trial(params, skip_if_exists=False)
+        return len(again)
 
     # -- proposing ----------------------------------------------------------------------------
 

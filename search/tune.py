@@ -211,7 +211,8 @@ class _Run:
         self.latency_source = latency_source
         self.log = log
         self.rows = folder.read_trials()
-        self.curves = folder.read_curves()
+        done = {r["trial_id"] for r in self.rows}  # a killed run's in-flight curves: dropped
+        self.curves = [c for c in folder.read_curves() if c["trial_id"] in done]
         self.live: dict[str, dict] = {}
         self.dispatched_at: dict[str, float] = {}
         self.tune_trials: dict[str, Any] = {}  # Ray's trial id -> Tune's Trial
@@ -257,6 +258,7 @@ class _Run:
         cand = self.source.next()
         if cand is None:
             self.exhausted = True
+            self.write_meta()  # the proposals refused on the way are counted too
             self.log(f"stopping early: {self.source.exhausted_reason}")
             return None
         self.dispatched += 1
@@ -313,13 +315,6 @@ class _Run:
         latency = config["latency_ms"]
         if latency is None and self.predict_latency is not None and status != "failed":
             latency = self.predict_latency(arch)
-        if config["kind"] == "candidate":
-            if status == "failed":
-                self.source.fail(config["number"], reason)
-            else:
-                self.source.complete(config["number"], top1=top1, latency_ms=latency)
-        else:
-            self.source.remember(arch, top1=top1, flops=config["flops"], latency_ms=latency)
         loss = result.get("loss")
         row = {
             "trial_id": config["trial_id"], "kind": config["kind"], "name": config["name"],
@@ -335,7 +330,17 @@ class _Run:
             "number": config["number"], "finished_at": _now(),
         }
         self.rows.append(row)
+        # The row first, then the study: a kill in between leaves a row whose study trial is
+        # still running, which a resume answers from the row; the other way round it would
+        # leave a result the study knows but the run folder does not.
         self.folder.write_trials(self.rows)
+        if config["kind"] == "candidate":
+            if status == "failed":
+                self.source.fail(config["number"], reason)
+            else:
+                self.source.complete(config["number"], top1=top1, latency_ms=latency)
+        else:
+            self.source.remember(arch, top1=top1, flops=config["flops"], latency_ms=latency)
         self.write_meta()
         self._progress(row)
 
@@ -498,6 +503,7 @@ def run_search(settings: RunSettings, out_dir: str | os.PathLike, *,
         interrupted = False
         if todo:
             interrupted = _tune(run, settings, data, proxy.epochs)
+        run.write_meta()  # the counters, also when no trial was left to dispatch
         if interrupted:
             raise SearchInterrupted(folder)
         if settings.measure_latency and predict_latency is None:

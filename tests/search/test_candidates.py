@@ -85,3 +85,24 @@ def test_failed_candidate_is_told_as_failed():
     t = study.trials[cand.number]
     assert t.state == optuna.trial.TrialState.FAIL
     assert "nan" in t.user_attrs["ghostnas_error"]
+
+
+def test_networks_in_flight_when_a_run_was_killed_are_proposed_again_first():
+    space = default_space()
+    study = _study("random")
+    before = CandidateSource(space=space, study=study, budget_flops=300_000_000, seed=0)
+    first, second = before.next(), before.next()  # dispatched, then the driver was killed
+    study.enqueue_trial(space.encode(first.arch))
+    assert before._consider(study.ask()) is None  # a parked duplicate of a running network
+    cut_off = study.ask()  # asked, never considered (the kill came first)
+
+    resumed = CandidateSource(space=space, study=study, budget_flops=300_000_000, seed=1)
+    assert resumed.abandon_running("interrupted: the run was killed while it trained") == 2
+    for t in (study.trials[first.number], study.trials[second.number],
+              study.trials[cut_off.number]):
+        assert t.state == optuna.trial.TrialState.FAIL
+        assert t.user_attrs["ghostnas_note"].startswith("interrupted")
+    again = [resumed.next(), resumed.next()]
+    assert [c.arch for c in again] == [first.arch, second.arch]
+    assert {c.number for c in again}.isdisjoint({first.number, second.number})
+    assert resumed.duplicates == 0

@@ -15,7 +15,10 @@ from pathlib import Path
 import optuna
 import pytest
 
+from evaluators.flops import count
 from search.runfolder import RunFolder
+from space import architecture_from_dict
+from space.search_space import default_space
 
 ROOT = Path(__file__).resolve().parents[2]
 BUDGET = 60_000_000
@@ -33,6 +36,11 @@ def _run(args, *, env=None, timeout=600):
 
 def _rows(out: Path) -> list[dict]:
     return RunFolder(out).read_trials()
+
+
+def _study(out: Path) -> optuna.Study:
+    return optuna.load_study(study_name="ghostnas", storage=optuna.storages.JournalStorage(
+        optuna.storages.journal.JournalFileBackend(str(out / "study.journal"))))
 
 
 class _OpensMarker:
@@ -71,10 +79,7 @@ def test_run_folder_has_table_curves_study_and_report(tiny_run):
     assert (out / "curves.csv").stat().st_size > 0
     assert (out / "report.html").stat().st_size > 100_000
     assert (out / "pareto.csv").exists()
-    study = optuna.load_study(study_name="ghostnas",
-                              storage=optuna.storages.JournalStorage(
-                                  optuna.storages.journal.JournalFileBackend(
-                                      str(out / "study.journal"))))
+    study = _study(out)
     assert len(study.trials) >= 4
     assert "Pareto set" in proc.stdout and "report.html" in proc.stdout
     meta = json.loads((out / "run.json").read_text())
@@ -88,9 +93,6 @@ def test_every_dispatched_trial_is_within_budget(tiny_run):
         if r["kind"] == "candidate":
             assert r["flops"] <= BUDGET
             arch = json.loads(r["arch"])
-            from evaluators.flops import count
-            from space import architecture_from_dict
-
             assert count(architecture_from_dict(arch)).flops == r["flops"]
     meta = json.loads((out / "run.json").read_text())
     assert meta["budget_flops"] == BUDGET
@@ -109,11 +111,32 @@ def test_forced_failure_is_recorded_and_the_run_completes(tiny_run):
 
 def test_no_architecture_trained_twice(tiny_run):
     out, _ = tiny_run
-    from space import architecture_from_dict
-
     keys = [architecture_from_dict(json.loads(r["arch"])).canonical()
             for r in _rows(out)]
     assert len(keys) == len(set(keys))
+
+
+def test_an_exhausted_space_stops_early_with_every_refusal_counted(tmp_path):
+    """Two of the four networks of this space fit 60M FLOPs: both are trained, then the sampler
+    only proposes the other two or the same ones again; the run stops early, and run.json
+    counts every refused proposal the study holds, including those after the last dispatch."""
+    space = tmp_path / "space.json"
+    space.write_text(json.dumps({
+        "width": [0.5, 4.0],
+        "stages": [{"out": [16], "depth": [1], "stride": 2, "k": [3],
+                    "blocks": [{"exp": [32, 48], "se": [False], "s": [2], "d": [3]}]}]}))
+    out = tmp_path / "r"
+    proc = _run([*TINY, "--trials", "4", "--no-references", "--space", str(space),
+                 "--max-concurrent", "1", "--out", str(out)])  # exhausted after the last result
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "stopping early" in proc.stdout and "2 of 4 candidates trained" in proc.stdout
+    assert len(_rows(out)) == 2
+    study = _study(out)
+    notes = [t.user_attrs.get("ghostnas_note", "") for t in study.trials]
+    meta = json.loads((out / "run.json").read_text())
+    assert meta["rejected_over_budget"] == sum("over the flops budget" in n for n in notes) > 0
+    assert meta["reused_duplicates"] == sum("same network" in n for n in notes) > 0
+    assert meta["fallback_proposals"] >= 0
 
 
 def test_killed_run_resumes_to_the_requested_total(tmp_path):
@@ -145,11 +168,18 @@ def test_killed_run_resumes_to_the_requested_total(tmp_path):
     for experiment in experiments:
         (experiment / "tuner.pkl").write_bytes(pickle.dumps(_OpensMarker(marker)))
 
+    in_flight = [default_space().decode(t.params).canonical() for t in _study(out).trials
+                 if t.state == optuna.trial.TrialState.RUNNING and "flops" in t.user_attrs
+                 and "ghostnas_note" not in t.user_attrs]
+
     resumed = _run(args)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert not marker.exists()
     after = _rows(out)
     assert len(after) == 5
+    trained = {architecture_from_dict(json.loads(r["arch"])).canonical() for r in after}
+    assert set(in_flight) <= trained  # the networks cut off by the kill were trained after all
+    assert f"{len(in_flight)} interrupted trials will be proposed again" in resumed.stdout
     ids = [r["trial_id"] for r in after]
     assert len(ids) == len(set(ids))
     assert after[:len(before)] == before  # finished trials kept as they were
