@@ -13,8 +13,9 @@ Conventions (the report states them too):
   (:func:`reference_point`) is ``ref_x`` = the run's budget (``budget_flops`` /
   ``latency_budget_ms`` in run.json) when set, else 1.1 x the largest cost among the usable
   candidates; ``ref_y`` = 0 % top1. A history keeps one reference point for all its steps.
-- **Trial order** for histories is ``finished_at`` (then Optuna ``number``, then trial id), or
-  ``number`` first when asked; failed trials take a step (they are spent effort) but add nothing.
+- **Trial order** for histories is ``finished_at`` (equal times keep trials.csv's order, which is
+  the order the results came in), or Optuna ``number`` first when asked; failed trials take a
+  step (they are spent effort) but add nothing.
 """
 
 from __future__ import annotations
@@ -141,8 +142,9 @@ def run_budget(meta: dict[str, Any] | None, x: str) -> float | None:
 
 
 def trial_order(df: pd.DataFrame, *, by: str = "finished_at") -> pd.DataFrame:
-    """Candidates in the order they were run: ``by="finished_at"`` (then number, trial id) or
-    ``by="number"`` (then finished_at, trial id). Unknown times/numbers go last."""
+    """Candidates in the order they were run: ``by="finished_at"`` (equal times keep the table's
+    row order: trials.csv appends each result as it comes in) or ``by="number"`` (then
+    finished_at, trial id). Unknown times/numbers go last."""
     if by not in ("finished_at", "number"):
         raise ValueError(f"by: got {by!r}, expected 'finished_at' or 'number'")
     rows = df[df["kind"] == "candidate"]
@@ -152,7 +154,7 @@ def trial_order(df: pd.DataFrame, *, by: str = "finished_at") -> pd.DataFrame:
         "n": pd.to_numeric(rows["number"], errors="coerce"),
         "id": rows["trial_id"].astype(str),
     }, index=rows.index)
-    cols = ["t", "n", "id"] if by == "finished_at" else ["n", "t", "id"]
+    cols = ["t"] if by == "finished_at" else ["n", "t", "id"]
     order = keys.sort_values(cols, na_position="last", kind="stable").index
     return rows.loc[order]
 

@@ -54,7 +54,7 @@ __all__ = ["TRIAL_COLUMNS", "CURVE_COLUMNS", "STATUSES", "KINDS", "RunFolder", "
 # error         reason of a failure ("" otherwise)
 # arch          the architecture JSON (space's file format), one line
 # number        the Optuna trial number ("" for references)
-# finished_at   ISO-8601 UTC time the row was written
+# finished_at   ISO-8601 UTC time the row was written (milliseconds)
 TRIAL_COLUMNS = ("trial_id", "kind", "name", "status", "top1", "loss", "flops", "params",
                  "latency_ms", "latency_source", "epochs", "seconds", "proxy_seconds", "train_seconds",
                  "images_per_second", "error", "arch", "number", "finished_at")

@@ -59,7 +59,7 @@ REFERENCE_KEY = "latency_reference_ms"  # run.json: the reference block time lat
 
 
 def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
 
 
 def _faults() -> dict[str, str]:

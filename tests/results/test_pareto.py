@@ -243,6 +243,9 @@ def test_trial_order_by_time_or_number():
     assert list(trial_order(DF, by="number")["trial_id"]) == [f"c000{i}" for i in range(1, 7)]
     with pytest.raises(ValueError, match="by"):
         trial_order(DF, by="seconds")
+    # results that came in within one timestamp keep the table's (arrival) order, not numbers'
+    tied = DF.assign(finished_at=["2025-01-01T00:01:00.000+00:00"] * len(DF)).iloc[::-1]
+    assert list(trial_order(tied)["trial_id"]) == [f"c000{i}" for i in range(6, 0, -1)]
 
 
 def test_histories_equal_recomputation_on_every_prefix():
