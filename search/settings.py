@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from evaluators.proxy import proxy_config
 from space import UserError
 
 __all__ = ["RunSettings", "SettingsError", "RESUME_MUST_MATCH"]
@@ -112,10 +113,16 @@ class RunSettings:
             raise SettingsError(f"{where}: saved run settings are not valid ({exc}); pass a new "
                                 "--out to start a new run") from None
 
+    def proxy_epochs(self) -> int:
+        """Epochs per proxy trial: ``--epochs``, else the data set's default."""
+        return self.epochs if self.epochs is not None else proxy_config(self.dataset).epochs
+
     def resumable_from(self, old: RunSettings) -> None:
         """Raise a one-line error if ``old`` (from run.json) cannot be continued as ``self``."""
         for name in RESUME_MUST_MATCH:
             mine, theirs = getattr(self, name), getattr(old, name)
+            if name == "epochs":  # the data set's default, given or not, is one setting
+                mine, theirs = self.proxy_epochs(), old.proxy_epochs()
             if mine == theirs:
                 continue
             if name == "latency_table_sha256" and theirs is None:
@@ -139,7 +146,7 @@ class RunSettings:
 
 # Settings that change what a trial's result means; the others (trials, resources, cluster,
 # scheduler, latency measurement) may change between a run and its resumption.
-RESUME_MUST_MATCH = ("budget_flops", "epochs", "dataset", "data_dir", "max_train", "max_val",
+RESUME_MUST_MATCH = ("budget_flops", "dataset", "epochs", "data_dir", "max_train", "max_val",
                      "sampler", "seed", "objectives", "latency_budget_ms", "latency_table",
                      "space_sha256", "latency_table_sha256")
 

@@ -27,6 +27,18 @@ def test_a_changed_setting_is_refused_by_its_option_name(change, message):
     assert message in str(info.value) and "pass a new --out" in str(info.value)
 
 
+def test_epochs_given_or_left_to_the_data_sets_default_are_one_setting():
+    default = dataclasses.replace(OLD, epochs=None)  # digits: 3 epochs
+    dataclasses.replace(OLD, epochs=3).resumable_from(default)
+    default.resumable_from(dataclasses.replace(OLD, epochs=3))
+    with pytest.raises(SettingsError, match=r"started with --epochs 3 \(now 4\)"):
+        dataclasses.replace(OLD, epochs=4).resumable_from(default)
+    cifar = dataclasses.replace(default, dataset="cifar10", data_dir="/d")  # 5 epochs
+    dataclasses.replace(cifar, epochs=5).resumable_from(cifar)
+    with pytest.raises(SettingsError, match="started with --dataset digits"):
+        cifar.resumable_from(default)  # the data set is named, not its default epochs
+
+
 def test_settings_that_may_change_are_accepted():
     dataclasses.replace(OLD, trials=40, cpus_per_trial=2.0, scheduler="none",
                         references=False).resumable_from(OLD)
