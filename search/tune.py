@@ -447,6 +447,10 @@ def run_search(settings: RunSettings, out_dir: str | os.PathLike, *,
             "images; all of them are used")
 
     with folder.lock():  # from here on, a second run into this folder is refused
+        if folder.exists() != resumed:  # another run wrote it while this one loaded the data
+            raise RunFolderError(f"--out {str(folder.path)!r}: another 'search run' started "
+                                 "this run folder meanwhile; run the command again to continue "
+                                 "it, or pass another --out")
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         storage, n_existing = _open_study(folder, resumed=resumed)  # before anything is written
         if resumed:

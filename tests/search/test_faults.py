@@ -197,6 +197,33 @@ def test_a_second_run_into_a_live_folder_is_refused_and_a_kill_frees_it(tmp_path
         pass
 
 
+def test_a_run_started_by_another_while_this_one_loaded_its_data_is_left_alone(
+        tmp_path, monkeypatch):
+    """Both runs found no run folder; the other one took the lock first, wrote its run and
+    ended while this one was still decoding images. This one must not start over on top."""
+    import evaluators.data
+    import search.tune as tune
+
+    run = tmp_path / "run"
+    real_load = evaluators.data.load_dataset
+
+    written = {}
+
+    def load_while_another_run_writes(*args, **kwargs):
+        data = real_load(*args, **kwargs)
+        make_run(run, n=3, failed=0, references=False)
+        written.update((p.name, p.read_bytes()) for p in run.iterdir() if p.is_file())
+        return data
+
+    monkeypatch.setattr(evaluators.data, "load_dataset", load_while_another_run_writes)
+    with pytest.raises(tune.RunFolderError, match="another 'search run' started this run "
+                                                  "folder meanwhile; run the command again"):
+        tune.run_search(SAVED, run, log=lambda line: None)
+    now = {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()}
+    now.pop(".ghostnas.lock")  # this run's pid, written when it took the lock
+    assert written and now == written
+
+
 @pytest.mark.slow
 def test_resume_after_a_kill_that_tore_the_files_it_was_writing(tmp_path):
     """A real run, SIGKILLed part-way; then the worst a kill mid-write can leave (half a
