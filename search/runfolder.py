@@ -65,6 +65,7 @@ STATUSES = ("finished", "early_stopped", "failed")
 KINDS = ("candidate", "reference")
 
 _INT = {"flops", "params", "epochs", "number", "epoch"}
+_REQUIRED = ("trial_id", "kind", "status", "flops", "params", "arch")  # in every trials.csv row
 _FLOAT = {"top1", "loss", "latency_ms", "seconds", "proxy_seconds", "train_seconds",
           "images_per_second"}
 
@@ -123,12 +124,18 @@ def _cell(value: Any) -> Any:
 
 
 def _parse(column: str, text: str) -> Any:
+    """One cell as written by :func:`_cell`; a ValueError naming the column if it cannot be."""
     if text == "":
         return None
-    if column in _INT:
-        return int(text)
-    if column in _FLOAT:
-        return float(text)
+    if column in _INT or column in _FLOAT:
+        value = int(text) if column in _INT else float(text)
+        if not math.isfinite(value) or value < 0 or (column == "top1" and value > 100):
+            limit = "0-100 (percent)" if column == "top1" else "a finite number, 0 or more"
+            raise ValueError(f"{column} {text!r} is not {limit}")
+        return value
+    allowed = {"status": STATUSES, "kind": KINDS}.get(column)
+    if allowed and text not in allowed:
+        raise ValueError(f"{column} {text!r} is not one of {', '.join(allowed)}")
     return text
 
 
@@ -229,7 +236,17 @@ class RunFolder:
     # -- tables ----------------------------------------------------------------------------
 
     def read_trials(self) -> list[dict[str, Any]]:
-        return self._read(self.trials_path, TRIAL_COLUMNS)
+        rows = self._read(self.trials_path, TRIAL_COLUMNS)
+        seen: set[str] = set()
+        for n, row in enumerate(rows, start=1):
+            why = next((f"no {c}" for c in _REQUIRED if row[c] is None), "")
+            if not why and row["trial_id"] in seen:
+                why = f"trial id {row['trial_id']!r} twice"
+            if why:
+                raise RunFolderError(f"{self.trials_path}: malformed row {n} ({why}); the file "
+                                     "is damaged or not written by GhostNAS")
+            seen.add(row["trial_id"])
+        return rows
 
     def write_trials(self, rows: list[dict[str, Any]]) -> None:
         atomic_write_text(self.trials_path, _to_csv(TRIAL_COLUMNS, rows))
@@ -241,24 +258,32 @@ class RunFolder:
         atomic_write_text(self.curves_path, _to_csv(CURVE_COLUMNS, rows))
 
     def _read(self, path: Path, columns: tuple[str, ...]) -> list[dict[str, Any]]:
-        if not path.is_file():
+        if not path.exists():
             return []
+        if not path.is_file():
+            raise RunFolderError(f"{path} is not a file; the run folder is damaged (restore the "
+                                 "file, or pass a new --out)")
+        rows: list[dict[str, Any]] = []
         with open(path, encoding="utf-8", newline="") as fh:
-            reader = csv.DictReader(fh)
-            if reader.fieldnames is None:
-                return []
-            missing = [c for c in columns if c not in reader.fieldnames]
-            if missing:
-                raise RunFolderError(f"{path}: missing column {missing[0]!r}; is this a GhostNAS run?")
-            rows = []
             try:
+                reader = csv.DictReader(fh)
+                if reader.fieldnames is None:
+                    return []
+                missing = [c for c in columns if c not in reader.fieldnames]
+                if missing:
+                    raise RunFolderError(f"{path}: missing column {missing[0]!r}; is this a "
+                                         "GhostNAS run?")
                 for row in reader:
                     if None in row.values():  # fewer cells than the header
-                        raise ValueError(f"row {reader.line_num - 1} has fewer cells than columns")
+                        raise ValueError("fewer cells than columns")
                     rows.append({c: _parse(c, row[c]) for c in columns})
-            except (ValueError, TypeError, csv.Error) as exc:
-                raise RunFolderError(f"{path}: malformed row ({exc}); the file is damaged or "
-                                     "not written by GhostNAS") from None
+            except UnicodeDecodeError:
+                raise RunFolderError(f"{path}: not UTF-8 text; the file is damaged or not "
+                                     "written by GhostNAS (restore it, or pass a new --out)"
+                                     ) from None
+            except (ValueError, csv.Error) as exc:
+                raise RunFolderError(f"{path}: malformed row {len(rows) + 1} ({exc}); the file "
+                                     "is damaged or not written by GhostNAS") from None
             return rows
 
     # -- the lock of a running search ---------------------------------------------------------

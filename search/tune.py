@@ -420,6 +420,7 @@ def run_search(settings: RunSettings, out_dir: str | os.PathLike, *,
         _run_reference_ms(folder, old_meta)
         for row in folder.read_trials():  # a damaged table is refused before anything is written
             _row_arch(folder, row)
+        folder.read_curves()
     elif folder.path.exists() and any(p != folder.lock_path for p in folder.path.iterdir()):
         raise SettingsError(f"--out {str(folder.path)!r} exists and is not a GhostNAS run "
                             "folder; pass an empty or new folder")

@@ -172,6 +172,15 @@ CASES = [
     case("report-missing-folder", "report {in}/no-such-run", "does not exist"),
     case("report-damaged-trials-csv", "report {badcsv}", "trials.csv: malformed row",
          "field larger than field limit"),
+    case("run-resume-binary-curves-csv", "run " + " ".join(TINY) + " --out {bincurves}",
+         "curves.csv: not UTF-8 text", "restore it, or pass a new --out"),
+    case("report-binary-curves-csv", "report {bincurves}", "curves.csv: not UTF-8 text"),
+    case("export-utf16-trials-csv", "export {u16trials} --best --out {out}",
+         "trials.csv: not UTF-8 text", "the file is damaged or not written by GhostNAS"),
+    case("report-trials-csv-is-a-folder", "report {dirtrials}", "trials.csv is not a file",
+         "restore the file, or pass a new --out"),
+    case("export-infinite-top1", "export {inftop1} --best --out {out}",
+         "trials.csv: malformed row 2 (top1 'inf' is not 0-100 (percent))"),
     case("export-failed-trial", "export {run} --trial {failed} --out {out}",
          "failed (RuntimeError: loss is NaN)", "choose a finished trial or use --best"),
     case("export-would-overwrite", "export {run} --best --out {existing}", "already exists",
@@ -275,10 +284,26 @@ def _write_private(d: Path) -> str:
     lines[1] = lines[1].replace(",candidate,", ",candidate," + "x" * 200_000, 1)
     (badcsv / "trials.csv").write_text("\n".join(lines) + "\n")
     (d / "existing").write_text("my own notes; not to be overwritten\n")
+    shutil.copytree(run, d / "bincurves")  # a resumable run whose curves.csv is binary junk
+    (d / "bincurves" / "curves.csv").write_bytes(bytes(range(256)) * 8)
+    make_run(d / "u16trials", n=3, failed=0, references=False)
+    text = (d / "u16trials" / "trials.csv").read_text()
+    (d / "u16trials" / "trials.csv").write_text(text, encoding="utf-16")
+    make_run(d / "dirtrials", n=3, failed=0, references=False)
+    (d / "dirtrials" / "trials.csv").unlink()
+    (d / "dirtrials" / "trials.csv").mkdir()
+    make_run(d / "inftop1", n=3, failed=0, references=False)
+    lines = (d / "inftop1" / "trials.csv").read_text().splitlines()
+    header = lines[0].split(",")
+    cells = lines[2].split(",")
+    cells[header.index("top1")] = "inf"
+    lines[2] = ",".join(cells)
+    (d / "inftop1" / "trials.csv").write_text("\n".join(lines) + "\n")
     return failed
 
 
-PRIVATE = ("run", "notrun", "oldrun", "badcsv", "existing")
+PRIVATE = ("run", "notrun", "oldrun", "badcsv", "existing", "bincurves", "u16trials",
+           "dirtrials", "inftop1")
 
 
 def _run_case(c: Case, inputs: Path, private: Path, failed: str, home: Path) -> dict:
