@@ -82,6 +82,7 @@ from typing import Any, NamedTuple
 import torch
 from torch import nn
 
+from evaluators.proxy import available_cpus
 from space import Architecture, MobileNetV3Arch, UserError, make_divisible
 from space._utils import ArchitectureError, check_keys
 from space.ghostnet import CHANNEL_DIVISOR, SE_RATIO, BlockPlan, ConvBnAct, GhostBottleneck
@@ -101,6 +102,10 @@ __all__ = [
 DTYPES: dict[str, torch.dtype] = {"float32": torch.float32, "float16": torch.float16,
                                   "bfloat16": torch.bfloat16}
 LOCK_ENV = "GHOSTNAS_LATENCY_LOCK"
+# Upper bounds of the measurement options, past any classifier's deployment: a mistyped
+# --resolution 99999 would otherwise ask for ~120 GB before it failed.
+MAX_BATCH = 1024
+MAX_RESOLUTION = 2048
 
 # Default measurement settings (see the module docstring). A GhostNet at 224 takes 10-30 ms per
 # run on one CPU thread: 1 s gives 30-100 timed runs, enough for a +-2% interval on a quiet
@@ -159,10 +164,15 @@ def _check_options(*, device: str, threads: int, batch: int, dtype: str, resolut
         raise LatencyError(
             f"device 'cuda': CUDA is not available to this PyTorch ({torch.__version__}); "
             "use device 'cpu' or install a CUDA build of PyTorch")
-    for name, value, low in (("threads", threads, 1), ("batch", batch, 1),
-                             ("resolution", resolution, 8)):
+    cpus = available_cpus()
+    for name, value, low, high, why in (
+            ("threads", threads, 1, cpus, "the CPUs this process may use on this machine"),
+            ("batch", batch, 1, MAX_BATCH, "a deployment batch"),
+            ("resolution", resolution, 8, MAX_RESOLUTION, "a deployment input side")):
         if not isinstance(value, int) or isinstance(value, bool) or value < low:
             raise LatencyError(f"{name}: got {value!r}, expected an integer >= {low}")
+        if value > high:
+            raise LatencyError(f"{name}: got {value}, expected at most {high} ({why})")
     if dtype not in DTYPES:
         raise LatencyError(f"dtype: got {dtype!r}, expected one of {', '.join(DTYPES)}")
 

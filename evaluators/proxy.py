@@ -34,6 +34,7 @@ import contextlib
 import dataclasses
 import gc
 import math
+import os
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -372,6 +373,15 @@ def _lr_at(step: int, total: int, config: ProxyConfig) -> float:
         return config.lr * (step + 1) / warmup
     progress = (step - warmup) / max(1, total - warmup)
     return config.lr * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+def available_cpus() -> int:
+    """The CPUs this process may run on (its affinity mask: what a container or ``taskset``
+    allows, and what Ray counts), else the machine's count."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
 
 
 @contextlib.contextmanager

@@ -723,13 +723,11 @@ def _trial_dirname(trial) -> str:
 def _this_machine() -> dict[str, float]:
     """The CPUs and GPUs a private Ray cluster will find here (as Ray counts them: the CPUs
     this process may run on, the CUDA devices torch sees)."""
-    try:
-        cpus = len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        cpus = os.cpu_count() or 1
     import torch
 
-    return {"CPU": float(cpus), "GPU": float(torch.cuda.device_count())}
+    from evaluators.proxy import available_cpus
+
+    return {"CPU": float(available_cpus()), "GPU": float(torch.cuda.device_count())}
 
 
 def _cluster_nodes() -> list[dict[str, float]]:

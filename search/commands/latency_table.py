@@ -86,11 +86,14 @@ def run(args: argparse.Namespace) -> int:
     from space import UserError, create_architecture, list_models
     from space.search_space import load_space
 
+    if not args.out.strip():
+        raise UserError("--out: got an empty path; pass a file name such as table.json")
     out = Path(args.out)
+    if out.is_dir():
+        raise UserError(f"--out: {str(out)!r} is a folder; pass a file name in it, such as "
+                        f"{str(out / 'table.json')!r}")
     if out.exists() and not args.force:
         raise UserError(f"--out: {str(out)!r} exists; pass --force to overwrite it")
-    if out.is_dir():
-        raise UserError(f"--out: {str(out)!r} is a folder; expected a file name")
     if out.parent.exists() and not out.parent.is_dir():
         raise UserError(f"--out: {str(out.parent)!r} is a file, not a folder; pass a path "
                         "in a folder")

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from evaluators.data import DATASETS
+from evaluators.proxy import available_cpus
 from search.settings import seed_arg
 from space import UserError
 
@@ -202,6 +203,10 @@ def _settings(args: argparse.Namespace, previous: dict[str, Any] | None) -> dict
         if value is not None and (not isinstance(value, int) or isinstance(value, bool)
                                   or value < minimum):
             raise UserError(f"{flag}: got {value!r}, expected an integer >= {minimum}")
+    cpus = available_cpus()
+    if settings["threads"] is not None and settings["threads"] > cpus:
+        raise UserError(f"--threads: got {settings['threads']}, expected at most {cpus} (the "
+                        "CPUs this process may use on this machine)")
     lr = settings["lr"]
     if lr is not None and not (isinstance(lr, (int, float)) and math.isfinite(lr) and lr > 0):
         raise UserError(f"--lr: got {lr!r}, expected a positive number")

@@ -207,6 +207,17 @@ CASES = [
     case("latency-table-out-below-a-file", "latency-table --out {existing}/t.json",
          "--out:", "is a file, not a folder"),
     case("report-run-dir-is-a-file", "report {existing}", "is a file, not a run folder"),
+    case("latency-table-out-is-a-folder", "latency-table --out {notrun}", "is a folder",
+         "pass a file name in it"),
+    case("latency-table-out-empty", "latency-table --out=", "--out: got an empty path"),
+    *[case(f"latency-table-{option}-huge", f"latency-table --out {{out}} --{option} {value}",
+           f"--{option}: got {value}, expected at most", why)
+      for option, value, why in (("threads", 99999, "the CPUs this process may use"),
+                                 ("batch", 100000, "a deployment batch"),
+                                 ("resolution", 99999, "a deployment input side"))],
+    case("train-threads-huge", TRAIN.format(arch="ghostnet_050") + " --threads 99999",
+         "--threads: got 99999, expected at most", "the CPUs this process may use",
+         skip=NO_TRAIN),
     case("export-out-below-a-file", "export {run} --best --out {existing}/a.json",
          "is a file, not a folder"),
     *[case(f"{verb.split()[0]}-seed-{name}", f"{verb} --seed {seed}", "argument --seed: got "
