@@ -579,14 +579,16 @@ def _open_study(folder: RunFolder, *, resumed: bool):
     return storage, n_existing
 
 
-def _check_last_record(path: Path, *, window: int = 1 << 20) -> None:
-    """Raise ValueError if the journal's last (whole) line is not JSON: Optuna defers that error
-    until a record follows it, which the run's first append would make."""
+def _check_last_record(path: Path, *, end: int | None = None, window: int = 1 << 20) -> None:
+    """Raise ValueError if the journal's last (whole) line before byte ``end`` (default: its
+    end) is not JSON: Optuna defers that error until a record follows it, which the run's
+    first append would make."""
     if not path.is_file():
         return
     with open(path, "rb") as fh:
-        fh.seek(max(0, fh.seek(0, os.SEEK_END) - window))
-        tail = fh.read().rstrip(b"\n").rsplit(b"\n", 1)[-1]
+        end = fh.seek(0, os.SEEK_END) if end is None else end
+        fh.seek(max(0, end - window))
+        tail = fh.read(end - fh.tell()).rstrip(b"\n").rsplit(b"\n", 1)[-1]
     if tail.strip():
         json.loads(tail)
 
@@ -604,7 +606,9 @@ def _drop_torn_record(path: Path) -> None:
 
     Optuna appends one JSON line per operation. A crash mid-append leaves a last line without
     its newline: Optuna skips it when reading, but appends the next record right after it,
-    which makes a line that can never be parsed and a study that no longer loads.
+    which makes a line that can never be parsed and a study that no longer loads. The file is
+    only cut when the record before the torn one is whole JSON; otherwise (no whole record at
+    all, or binary junk) a ValueError leaves it as it is.
     """
     if not path.is_file():
         return
@@ -624,6 +628,9 @@ def _drop_torn_record(path: Path) -> None:
                 keep = start + cut + 1
                 break
             keep = start
+        if keep == 0:
+            raise ValueError("no whole line in it: not an Optuna journal")
+        _check_last_record(path, end=keep)
         fh.truncate(keep)
         fh.flush()
         os.fsync(fh.fileno())

@@ -129,7 +129,7 @@ def test_a_torn_journal_record_is_dropped_and_the_study_loads_and_grows(tmp_path
 
 @pytest.mark.parametrize("damage", [b"this is not a journal record\n",
                                     b'{"op_code": 99, "worker_id": "x"}\n', "a folder",
-                                    "emptied"])
+                                    "emptied", "one line", "binary"])
 def test_a_damaged_journal_is_one_line_and_run_json_is_untouched(tmp_path, damage):
     """A journal line that is whole but not Optuna's (garbage, an unknown operation) cannot be
     dropped as torn: the resume is refused in one line naming the file, before run.json is
@@ -146,6 +146,10 @@ def test_a_damaged_journal_is_one_line_and_run_json_is_untouched(tmp_path, damag
         folder.study_path.mkdir()
     elif damage == "emptied":  # truncated to nothing: trials.csv still has its candidates
         folder.study_path.write_bytes(b"")
+    elif damage == "one line":  # no newline at all: nothing to keep, so nothing is cut
+        folder.study_path.write_bytes(b"hello world, not a journal")
+    elif damage == "binary":  # lines of junk before a torn one: not a torn Optuna record
+        folder.study_path.write_bytes(bytes(range(256)) * 8)
     else:
         folder.study_path.write_bytes(folder.study_path.read_bytes() + damage)
     before = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
