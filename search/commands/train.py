@@ -12,6 +12,7 @@ import argparse
 import dataclasses
 import json
 import math
+import os
 import shlex
 import sys
 import time
@@ -108,10 +109,23 @@ def _read_train_json(out: Path) -> dict[str, Any] | None:
     return data if isinstance(data, dict) and data.get("format") == TRAIN_FORMAT else None
 
 
-def _check_out(out: Path, *, resume: bool, force: bool) -> dict[str, Any] | None:
+def _check_out(out: Path, *, resume: bool, force: bool,
+               arch_file: Path | None = None) -> dict[str, Any] | None:
     """Refuse an ``--out`` that must not be used; returns the previous train.json on resume.
-    Changes nothing on disk."""
+    ``arch_file``: the architecture file given, which ``--force`` must not delete. Changes
+    nothing on disk."""
     q = shlex.quote(str(out))
+    if out.is_dir():
+        for name in OWN_FILES:  # --force deletes them, the run writes them: files only
+            own = out / name
+            if (own.exists() or own.is_symlink()) and not own.is_file():
+                raise TrainOutError(f"--out {q}: {name} there is not a file (a folder?); move "
+                                    "it away, or choose another --out")
+            if force and not resume and arch_file is not None and own.is_file() \
+                    and os.path.samefile(own, arch_file):
+                raise TrainOutError(f"{shlex.quote(str(arch_file))} is --out's own {name}, "
+                                    "which --force deletes before training; copy it elsewhere "
+                                    "and pass the copy")
     if out.exists() and not out.is_dir():
         raise TrainOutError(f"--out {q} is a file; give a folder (it will hold checkpoint.pt, "
                             "train.json, arch.json)")
@@ -302,8 +316,9 @@ def _train(args: argparse.Namespace) -> int:
     wall = time.perf_counter()
     out = Path(args.out)
     arch = resolve_architecture(args.arch)
-    provenance = None if args.arch in list_models() else load_architecture(args.arch)[1]
-    previous = _check_out(out, resume=args.resume, force=args.force)
+    arch_file = None if args.arch in list_models() else Path(args.arch)
+    provenance = None if arch_file is None else load_architecture(arch_file)[1]
+    previous = _check_out(out, resume=args.resume, force=args.force, arch_file=arch_file)
     settings = _settings(args, previous)
     if settings["onnx"] and not onnx_available():
         raise UserError("--onnx: exporting needs the onnx package (and onnxruntime to compare "

@@ -152,6 +152,31 @@ def test_force_starts_over_and_touches_only_its_own_files(trained, tmp_path, cap
     assert json.loads((out / "train.json").read_text())["settings"]["seed"] == 1
 
 
+@pytest.mark.parametrize("name", ["model.onnx", "checkpoint.pt"])
+def test_a_folder_in_place_of_an_own_file_is_refused_before_anything_is_deleted(
+        trained, tmp_path, capsys, name):
+    out = tmp_path / "copy"
+    shutil.copytree(trained, out)
+    (out / name).unlink(missing_ok=True)
+    (out / name).mkdir()
+    before = _snapshot(out)
+    for extra in (["--force"], ["--resume", "--onnx"]):
+        one_line_error(capsys, ["train", "ghostnet_050", "--epochs", "2", *TINY, "--out",
+                                str(out), *extra], f"{name} there is not a file (a folder?)",
+                       "move it away, or choose another --out")
+        assert _snapshot(out) == before
+
+
+def test_force_never_deletes_the_architecture_file_it_was_given(trained, tmp_path, capsys):
+    out = tmp_path / "copy"
+    shutil.copytree(trained, out)
+    before = _snapshot(out)
+    one_line_error(capsys, ["train", str(out / "arch.json"), "--epochs", "1", *TINY, "--out",
+                            str(out), "--force"], "is --out's own arch.json",
+                   "copy it elsewhere and pass the copy")
+    assert _snapshot(out) == before
+
+
 def test_out_folders_that_are_not_ours(tmp_path, capsys):
     foreign = tmp_path / "photos"
     foreign.mkdir()
