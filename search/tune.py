@@ -794,8 +794,13 @@ def _check_reachable(address: str, *, option: str = "--address") -> None:
     import ipaddress
     import socket
 
-    if "://" in address or address in ("auto", "local"):
-        return  # Ray Client (ray://), or Ray's own discovery: Ray's error messages apply
+    if "://" in address or address == "local":
+        return  # Ray Client (ray://), or a new local cluster: Ray's error messages apply
+    given = address
+    if address == "auto":  # Ray's discovery: its last-cluster file, else a running head here
+        address = _discover_ray_address(option)
+        if address is None:
+            return
     host, _, port = address.rpartition(":")
     host = host.strip("[]")
     if not host or not port.isdigit():
@@ -821,9 +826,31 @@ def _check_reachable(address: str, *, option: str = "--address") -> None:
             return
         except OSError:
             continue
+    if given == "auto":
+        raise UserError(f"{option} auto: Ray's record of the last cluster started here points "
+                        f"at {address}, where no Ray cluster answers (a stopped or killed one); "
+                        "run 'ray stop' to clear it and 'ray start --head' to start one, or "
+                        "leave --address out to run on this machine alone")
     raise UserError(f"{option} {address}: no Ray cluster answers there; start one with "
                     "'ray start --head --port PORT' on the head node, check the address and the "
                     "firewall, or leave --address out to run on this machine alone")
+
+
+def _discover_ray_address(option: str) -> str | None:
+    """The HOST:PORT that Ray's ``address="auto"`` would join (its record of the last cluster
+    started on this machine, else a running head found here); a one-line error when there is
+    none. None when Ray's discovery API is not there to ask (Ray's own errors then apply)."""
+    try:
+        from ray._private.services import get_ray_address_from_environment
+    except ImportError:
+        return None
+    try:
+        found = get_ray_address_from_environment("auto", None)
+    except ConnectionError:
+        raise UserError(f"{option} auto: no Ray cluster is running on this machine; start one "
+                        "with 'ray start --head', pass the HOST:PORT of a remote head node, or "
+                        "leave --address out to run on this machine alone") from None
+    return found if isinstance(found, str) and found != "auto" else None
 
 
 def _init_ray(settings: RunSettings) -> None:

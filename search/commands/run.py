@@ -123,6 +123,9 @@ def run(args: argparse.Namespace) -> int:
     if args.out is not None and not args.out.strip():
         raise SettingsError("--out: got an empty path; pass a folder (or leave --out out for "
                             "ghostnas-runs/run-<date>-<time>)")
+    if args.address is not None and not args.address.strip():
+        raise SettingsError("--address: got an empty value; pass the HOST:PORT of a Ray head "
+                            "node, or leave --address out to run on this machine alone")
     out = (Path(args.out) if args.out is not None
            else Path("ghostnas-runs") / f"run-{datetime.now():%Y%m%d-%H%M%S}")
     if args.resume and not RunFolder(out).exists():

@@ -226,6 +226,8 @@ CASES = [
       for verb in ("run --budget 60MFLOPs --out {out}", "space", "latency-table --out {out}",
                    TRAIN.format(arch="ghostnet_050"))
       for name, seed in (("too-big", "4294967296"), ("negative", "-1"))],
+    case("run-address-empty", "run --budget 60MFLOPs --address= --out {out}",
+         "--address: got an empty value", "leave --address out"),
     case("run-address-without-cluster", "run --budget 60MFLOPs --address 127.0.0.1:{port} "
          "--out {out}", "no Ray cluster answers there", "ray start --head"),
 ]

@@ -183,3 +183,34 @@ def test_a_driver_without_the_clusters_token_is_refused_with_the_fix(head_only, 
     assert "RAY_AUTH_MODE=token" in last and proc.stdout == ""
     assert not (tmp_path / "run").exists()  # refused before anything was written
     assert time.time() - start < 120
+
+
+def test_address_auto_is_resolved_and_checked_like_a_given_address(monkeypatch):
+    """``--address auto`` joins what Ray's discovery finds (its record of the last cluster
+    started here): none, or a stale record of a killed cluster, is one line in seconds, not
+    minutes of Ray's connection retries."""
+    import socket
+
+    import ray._private.services as services
+
+    from search.tune import _check_reachable
+    from space import UserError
+
+    def no_cluster(addr, temp_dir):
+        raise ConnectionError("Could not find any running Ray instance.")
+
+    monkeypatch.setattr(services, "get_ray_address_from_environment", no_cluster)
+    with pytest.raises(UserError, match="--address auto: no Ray cluster is running on this "
+                                        "machine; start one with 'ray start --head'"):
+        _check_reachable("auto")
+
+    stale = f"127.0.0.1:{free_port()}"
+    monkeypatch.setattr(services, "get_ray_address_from_environment", lambda a, t: stale)
+    with pytest.raises(UserError, match=f"points at {stale}, where no Ray cluster answers"
+                                        ".*run 'ray stop' to clear it"):
+        _check_reachable("auto", option="$RAY_ADDRESS")
+
+    with socket.create_server(("127.0.0.1", 0)) as head:  # something answers: go ahead
+        live = f"127.0.0.1:{head.getsockname()[1]}"
+        monkeypatch.setattr(services, "get_ray_address_from_environment", lambda a, t: live)
+        _check_reachable("auto")
