@@ -194,7 +194,8 @@ def resolve_device(device: str) -> torch.device:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     dev = torch.device(device)
     if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"device: got {device!r}, but CUDA is not available here")
+        raise ConfigError(f"device: got {device!r}, but CUDA is not available to this PyTorch "
+                          "here; use 'cpu' (or 'auto'), or install a CUDA build of PyTorch")
     return dev
 
 

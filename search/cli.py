@@ -17,6 +17,7 @@ from space import UserError
 __all__ = ["main", "build_parser", "CliParser", "EXIT_USAGE"]
 
 EXIT_USAGE = 2
+_argv_seen: list[str] = []  # main()'s arguments, for the parsers' error hints
 MAX_ERROR_CHARS = 600  # a message quoting a huge value from a file is cut in the middle
 
 # verb -> (module under search.commands, one-line help)
@@ -46,6 +47,13 @@ class CliParser(argparse.ArgumentParser):
     """argparse, but a usage error is one line naming the fix, not the whole usage block."""
 
     def error(self, message: str):  # type: ignore[override]
+        if message.endswith("expected one argument"):
+            flag = message.split()[1].rstrip(":")
+            argv = _argv_seen
+            after = argv[argv.index(flag) + 1:argv.index(flag) + 2] if flag in argv else []
+            if after and after[0].startswith("-"):  # "--budget -5M": -5M looked like an option
+                message += (f" ({after[0]!r} starts with '-', so it was read as an option; "
+                            f"write {flag}={after[0]})")
         sys.stderr.write(f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
         sys.exit(EXIT_USAGE)
 
@@ -93,6 +101,8 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         sys.stderr.write("interrupted\n")
         return 130
+    global _argv_seen
+    _argv_seen = list(sys.argv[1:] if argv is None else argv)
     args, extras = parser.parse_known_args(argv)
     if extras:  # named by the verb's parser, so the hint is that verb's --help
         getattr(args, "_parser", parser).error(f"unrecognized arguments: {' '.join(extras)}")

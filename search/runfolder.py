@@ -171,6 +171,9 @@ class RunFolder:
     """Paths and atomic readers/writers of one run folder."""
 
     def __init__(self, path: str | os.PathLike) -> None:
+        if not os.fspath(path).strip():  # Path("") is ".": name what was given instead
+            raise RunFolderError("run folder: got an empty path; pass the --out folder of a "
+                                 "'python -m search run'")
         self.path = Path(path)
         self.meta_path = self.path / "run.json"
         self.trials_path = self.path / "trials.csv"

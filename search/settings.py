@@ -134,10 +134,12 @@ class RunSettings:
                     f"{_show(mine)[:12]}): its latencies would not compare with the earlier "
                     "trials'; restore that table, or pass a new --out")
             if name == "space_sha256":
+                def space(sha: str | None) -> str:
+                    return ("the built-in space" if sha is None
+                            else f"a --space file of content sha256 {sha[:12]}")
                 raise SettingsError(
-                    "this run folder was started with another search space (--space file "
-                    f"content sha256 {_show(theirs)[:12]}, now {_show(mine)[:12]}); continue "
-                    "it with the same space, or pass a new --out")
+                    f"this run folder was started with another search space ({space(theirs)}, "
+                    f"now {space(mine)}); continue it with the same space, or pass a new --out")
             flag = _FLAGS.get(name, "--" + name.replace("_", "-"))
             raise SettingsError(
                 f"this run folder was started with {flag} {_show(theirs, name)} (now "

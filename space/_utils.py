@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 from typing import Any
 
@@ -32,6 +33,13 @@ class ArchitectureError(UserError):
     """An architecture value or file breaks a rule; the message names the field and what is allowed."""
 
 
+def shown(value: Any) -> str:
+    """A value from a JSON file as the file wrote it: null, true/false, else Python's repr."""
+    if value is None or isinstance(value, bool):
+        return json.dumps(value)
+    return repr(value)
+
+
 def check_int(where: str, value: Any, *, minimum: int = 1, maximum: int | None = None,
               odd: bool = False, choices: tuple[int, ...] | None = None) -> int:
     """Return ``value`` if it is an int (not a bool) meeting the rule, else raise naming ``where``."""
@@ -49,7 +57,7 @@ def check_int(where: str, value: Any, *, minimum: int = 1, maximum: int | None =
             ok = (value >= minimum and (maximum is None or value <= maximum)
                   and (not odd or value % 2 == 1))
     if not ok:
-        raise ArchitectureError(f"{where}: got {value!r}, expected {allowed}")
+        raise ArchitectureError(f"{where}: got {shown(value)}, expected {allowed}")
     return value
 
 
@@ -65,7 +73,7 @@ def check_float(where: str, value: Any, *, low: float, high: float | None = None
         if ok and high is not None:
             ok = value <= high if high_inclusive else value < high
     if not ok:
-        raise ArchitectureError(f"{where}: got {value!r}, expected {allowed}")
+        raise ArchitectureError(f"{where}: got {shown(value)}, expected {allowed}")
     return float(value)
 
 
@@ -106,21 +114,34 @@ def check_dropout(where: str, value: Any) -> float:
 def check_version(data: dict[str, Any], expected: int) -> None:
     """A file's optional ``version`` key: exactly the integer ``expected`` (not true, not 1.0)."""
     if "version" in data and not (type(data["version"]) is int and data["version"] == expected):
-        raise ArchitectureError(f"version: got {data['version']!r}, expected {expected} "
+        raise ArchitectureError(f"version: got {shown(data['version'])}, expected {expected} "
                                 "(written by a newer GhostNAS?)")
 
 
 def check_bool(where: str, value: Any) -> bool:
     if not isinstance(value, bool):
-        raise ArchitectureError(f"{where}: got {value!r}, expected true or false")
+        raise ArchitectureError(f"{where}: got {shown(value)}, expected true or false")
     return value
+
+
+def json_kind(value: Any) -> str:
+    """What ``value`` is in JSON's words ("an array", "null"), for messages about files."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return str(value).lower()
+    for types, kind in ((dict, "an object"), ((list, tuple), "an array"), (str, "a string"),
+                        ((int, float), "a number")):
+        if isinstance(value, types):
+            return kind
+    return type(value).__name__
 
 
 def check_keys(where: str, data: Any, required: tuple[str, ...],
                optional: tuple[str, ...] = ()) -> None:
     """Reject a non-object, unknown keys and missing keys, naming them and the allowed set."""
     if not isinstance(data, dict):
-        raise ArchitectureError(f"{where}: got {type(data).__name__}, expected a JSON object")
+        raise ArchitectureError(f"{where}: got {json_kind(data)}, expected a JSON object")
     allowed = required + optional
     unknown = [k for k in data if k not in allowed]
     if unknown:

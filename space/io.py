@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import codecs
 import json
 import os
 import sys
 from pathlib import Path
 from typing import Any
 
-from space._utils import ArchitectureError
+from space._utils import ArchitectureError, json_kind
 from space.ghostnet import Architecture
 from space.mobilenetv3 import MobileNetV3Arch
 from space.registry import create_architecture, list_models
@@ -27,6 +28,8 @@ def read_json_file(path: str | os.PathLike, *, what: str, max_bytes: int = MAX_J
 
     Raises :class:`ArchitectureError` (a ``ValueError``) whose message names the file.
     """
+    if not os.fspath(path).strip():
+        raise ArchitectureError(f"{what} file: got an empty path; pass the file's path")
     path = Path(path)
     if not path.is_file():
         raise ArchitectureError(f"{what} file {str(path)!r} does not exist (or is not a file)")
@@ -35,10 +38,15 @@ def read_json_file(path: str | os.PathLike, *, what: str, max_bytes: int = MAX_J
     if len(raw) > max_bytes:
         raise ArchitectureError(
             f"{what} file {str(path)!r} is larger than {max_bytes // 1024} KiB; refusing to parse it")
+    if raw.startswith(codecs.BOM_UTF8):  # Windows editors write one; JSON itself has none
+        raw = raw[len(codecs.BOM_UTF8):]
     try:
         return json.loads(raw.decode("utf-8"))
     except UnicodeDecodeError:
-        raise ArchitectureError(f"{what} file {str(path)!r} is not UTF-8 text") from None
+        utf16 = raw.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE))
+        raise ArchitectureError(f"{what} file {str(path)!r} is "
+                                f"{'UTF-16' if utf16 else 'not UTF-8'} text; save it as UTF-8 "
+                                "(the encoding of JSON files)") from None
     except RecursionError:
         raise ArchitectureError(f"{what} file {str(path)!r} is nested too deeply") from None
     except json.JSONDecodeError as exc:
@@ -54,7 +62,7 @@ def read_json_file(path: str | os.PathLike, *, what: str, max_bytes: int = MAX_J
 def architecture_from_dict(data: Any) -> ArchLike:
     """Parse an architecture object of any family (``family`` defaults to ``ghostnet``)."""
     if not isinstance(data, dict):
-        raise ArchitectureError(f"architecture: got {type(data).__name__}, expected a JSON object")
+        raise ArchitectureError(f"architecture: got {json_kind(data)}, expected a JSON object")
     family = data.get("family", Architecture.family)
     if not isinstance(family, str) or family not in FAMILIES:  # a list or dict is unhashable
         raise ArchitectureError(

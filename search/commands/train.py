@@ -194,14 +194,17 @@ def _settings(args: argparse.Namespace, previous: dict[str, Any] | None) -> dict
             raise TrainOutError(f"--resume: {args.out}/train.json has no settings; start over "
                                 "with --force")
         trained = previous.get("config") if isinstance(previous.get("config"), dict) else {}
+        _check_values(given)  # a bad value is named as bad, not as a change
         for key, flag in _MUST_MATCH.items():
             was = old.get(key)
             if was is None and key in ("batch_size", "lr"):
                 was = trained.get(key)  # the default it resolved to
-            if given[key] is not None and given[key] != was:
-                raise TrainOutError(f"{flag} {given[key]} differs from the run being resumed "
-                                    f"({was}); drop {flag} to resume, or start over with "
-                                    "--force")
+            if given[key] is not None and given[key] is not False and given[key] != was:
+                mine = flag if given[key] is True else f"{flag} {given[key]}"
+                theirs = (f"which ran without {flag}" if was is None or was is False
+                          else f"{flag} {was}")
+                raise TrainOutError(f"{mine} differs from the run being resumed ({theirs}); "
+                                    f"drop {flag} to resume, or start over with --force")
         settings = {k: given[k] if given[k] is not None else old.get(k) for k in _KEPT}
         for key in _KEPT:  # what train.json supplies is checked as the command line's is
             if given[key] is None and old.get(key) is not None and not _saved_ok(key, old[key]):
@@ -212,6 +215,12 @@ def _settings(args: argparse.Namespace, previous: dict[str, Any] | None) -> dict
     settings["train_on_val"] = bool(settings["train_on_val"])
     settings["seed"] = 0 if settings["seed"] is None else settings["seed"]
     settings["device"] = settings["device"] or "auto"
+    _check_values(settings)
+    return settings
+
+
+def _check_values(settings: dict[str, Any]) -> None:
+    """The numeric options' ranges (those not given are None and pass)."""
     for key, (flag, minimum) in _INT_OPTIONS.items():
         value = settings[key]
         if value is not None and (not isinstance(value, int) or isinstance(value, bool)
@@ -224,7 +233,6 @@ def _settings(args: argparse.Namespace, previous: dict[str, Any] | None) -> dict
     lr = settings["lr"]
     if lr is not None and not (isinstance(lr, (int, float)) and math.isfinite(lr) and lr > 0):
         raise UserError(f"--lr: got {lr!r}, expected a positive number")
-    return settings
 
 
 # ---------------------------------------------------------------------------------------------
@@ -314,6 +322,8 @@ def _train(args: argparse.Namespace) -> int:
     from space import list_models, load_architecture, resolve_architecture
 
     wall = time.perf_counter()
+    if not args.out.strip():
+        raise TrainOutError("--out: got an empty path; pass a new or empty folder for the run")
     out = Path(args.out)
     arch = resolve_architecture(args.arch)
     arch_file = None if args.arch in list_models() else Path(args.arch)
@@ -349,7 +359,8 @@ def _train(args: argparse.Namespace) -> int:
         try:
             out.mkdir()
         except OSError as exc:
-            raise TrainOutError(f"--out {str(out)!r}: cannot create it ({exc.strerror})") from None
+            raise TrainOutError(f"--out {str(out)!r}: cannot create it ({exc.strerror}); pass "
+                                "a folder in a place you can write") from None
     elif args.force:
         for name in OWN_FILES:  # a previous run's files only; nothing else in DIR is touched
             (out / name).unlink(missing_ok=True)

@@ -105,6 +105,9 @@ CASES = [
            BUDGET_FIX) for b, q in BAD_BUDGETS],
     *[case(f"export-max-flops-{b}", f"export {{run}} --best --max-flops={b} --out {{out}}",
            f"--max-flops: cannot read {q}", BUDGET_FIX) for b, q in BAD_BUDGETS],
+    case("space-budget-negative-as-a-separate-word", "space --budget -5M",
+         "argument --budget: expected one argument", "'-5M' starts with '-', so it was read "
+         "as an option; write --budget=-5M"),
     case("run-budget-below-the-space", "run --budget 1MFLOPs --out {out}",
          "below the cheapest architecture", "raise the budget"),
 

@@ -133,6 +133,16 @@ def test_an_existing_run_is_refused_without_resume_or_force(trained, capsys):
                             "--epochs", "2", "--dataset", "cifar10"], "--dataset cifar10 differs")
     one_line_error(capsys, ["train", "ghostnet_100", "--out", str(trained), "--resume",
                             "--epochs", "2"], "different architecture")
+    one_line_error(capsys, ["train", "ghostnet_050", "--out", str(trained), "--resume",
+                            "--epochs", "2", "--train-on-val"],
+                   "--train-on-val differs from the run being resumed (which ran without "
+                   "--train-on-val)")
+    one_line_error(capsys, ["train", "ghostnet_050", "--out", str(trained), "--resume",
+                            "--epochs", "2", "--data-dir", str(trained)],
+                   "differs from the run being resumed (which ran without --data-dir)")
+    one_line_error(capsys, ["train", "ghostnet_050", "--out", str(trained), "--resume",
+                            "--epochs", "2", "--lr", "nan"],
+                   "--lr: got nan, expected a positive number")  # bad, not "changed"
     with pytest.raises(SystemExit) as info:  # argparse: the two are mutually exclusive
         main(["train", "ghostnet_050", "--out", str(trained), "--resume", "--force"])
     assert info.value.code == 2

@@ -18,8 +18,8 @@ OLD = RunSettings(budget_flops=300_000_000, epochs=1, seed=5, latency_budget_ms=
     ({"latency_budget_ms": 0.7}, "started with --latency-budget (none) (now 0.7ms)"),
     ({"epochs": 2}, "started with --epochs 1 (now 2)"),
     ({"seed": 6}, "started with --seed 5 (now 6)"),
-    ({"space_sha256": "ab" * 32}, "started with another search space (--space file content "
-                                  "sha256 (default), now abababababab)"),
+    ({"space_sha256": "ab" * 32}, "started with another search space (the built-in space, "
+                                  "now a --space file of content sha256 abababababab)"),
 ])
 def test_a_changed_setting_is_refused_by_its_option_name(change, message):
     with pytest.raises(SettingsError) as info:

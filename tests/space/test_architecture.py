@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import codecs
 import copy
 import json
 
@@ -101,7 +102,8 @@ INVALID = [
     (_with_top(width=0), "width", "0", "> 0"),
     (_with_top(width=-1.0), "width", "-1.0", "> 0"),
     (_with_top(width="1.0"), "width", "'1.0'", "number"),
-    (_with_top(width=True), "width", "True", "number"),
+    (_with_top(width=True), "width", "got true", "number"),  # as the JSON file wrote it
+    (_with_top(width=None), "width", "got null", "number"),
     (_with_top(stem=0), "stem", "0", ">= 1"),
     (_with_top(head=1.5), "head", "1.5", "integer"),
     (_with_top(num_classes=0), "num_classes", "0", ">= 1"),
@@ -111,7 +113,7 @@ INVALID = [
     (_with_top(stages="abc"), "stages", "'abc'", "non-empty list"),
     (_with_top(colour="red"), "architecture", "'colour'", "allowed keys"),
     (_with_top(version=7), "version", "7", "1"),
-    (_with_top(version=True), "version", "True", "expected 1"),
+    (_with_top(version=True), "version", "got true", "expected 1"),
     (_with_top(version=1.0), "version", "1.0", "expected 1"),
     (_with_top(family="resnet"), "family", "'resnet'", "ghostnet"),
     (_with_top(family=["ghostnet"]), "family", "['ghostnet']", "ghostnet, mobilenetv3"),
@@ -179,7 +181,8 @@ def test_python_constructor_validates_too():
 @pytest.mark.parametrize(("content", "message"), [
     ("{not json", "not valid JSON"),
     ('{"width": 1.0, "stem": 16', "not valid JSON"),
-    ("[1, 2]", "expected a JSON object"),
+    ("[1, 2]", "architecture: got an array, expected a JSON object"),
+    ("null", "architecture: got null, expected a JSON object"),
     ("[" * 100000 + "]" * 100000, "nested too deeply"),
     ('{"width": 1.0, "stem": ' + "1" * 5000 + "}",
      "not valid JSON: it holds an integer of more than"),
@@ -195,3 +198,18 @@ def test_bad_files_are_refused_with_one_line(tmp_path, content, message):
 def test_missing_file(tmp_path):
     with pytest.raises(ArchitectureError, match="does not exist"):
         load_architecture(tmp_path / "nope.json")
+    with pytest.raises(ArchitectureError, match="got an empty path"):
+        load_architecture("")  # not "'.' does not exist"
+
+
+def test_encodings_a_text_editor_may_save(tmp_path):
+    arch = create_architecture("ghostnet_050")
+    text = json.dumps(arch.to_dict())
+    (tmp_path / "bom.json").write_bytes(codecs.BOM_UTF8 + text.encode())  # Windows Notepad
+    assert load_architecture(tmp_path / "bom.json")[0] == arch
+    (tmp_path / "u16.json").write_text(text, encoding="utf-16")
+    with pytest.raises(ArchitectureError, match="is UTF-16 text; save it as UTF-8"):
+        load_architecture(tmp_path / "u16.json")
+    (tmp_path / "latin1.json").write_bytes(b'{"width": 1.0, "note": "caf\xe9"}')
+    with pytest.raises(ArchitectureError, match="is not UTF-8 text; save it as UTF-8"):
+        load_architecture(tmp_path / "latin1.json")
