@@ -164,6 +164,11 @@ def load_dataset(name: str, *, data_dir: str | os.PathLike | None = None, seed: 
         image_size = None  # already decoded at that size
 
     train_idx, val_idx = _split(source.train_y, val_fraction, seed, name)
+    for arg, value in (("max_train", max_train), ("max_val", max_val)):
+        if value is not None and value < len(source.classes):
+            raise DataError(f"{name}: {arg} {value} is fewer than its {len(source.classes)} "
+                            "classes; a class-stratified subset needs at least one image of "
+                            "each")
     if max_train is not None:
         train_idx = _stratified_subset(source.train_y, train_idx, max_train, seed, salt=1)
     if max_val is not None:

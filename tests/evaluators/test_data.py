@@ -216,6 +216,12 @@ def test_max_train_and_max_val_are_stratified_seeded_subsets():
     again = load_dataset("digits", max_train=200, max_val=50, seed=3)
     assert torch.equal(data.train_x, again.train_x)
     assert not _rows(data.train_x) & _rows(data.val_x)
+    smallest = load_dataset("digits", max_train=10, max_val=10)  # one image of each class
+    assert torch.equal(torch.bincount(smallest.train_y), torch.ones(10, dtype=torch.int64))
+    for kwargs in ({"max_train": 9}, {"max_val": 5}):
+        with pytest.raises(DataError, match=f"digits: {next(iter(kwargs))} .* is fewer than its "
+                                            "10 classes"):
+            load_dataset("digits", **kwargs)
 
 
 def test_image_size_resizes_and_arguments_are_checked():

@@ -363,7 +363,8 @@ def test_bad_table_content_is_refused_in_one_line(tiny_table, tmp_path, edit, ex
 
 @pytest.mark.parametrize(("content", "expect"), [
     (b"{oops", "not valid JSON"),
-    (b"\xff\xfe", "not UTF-8"),
+    (b"\xff\xfe", "is UTF-16 text; save it as UTF-8"),
+    (b"{\"a\": \"\xe9\"}", "is not UTF-8 text; save it as UTF-8"),
     (b"[" * 100_000 + b"]" * 100_000, "nested too deeply"),
     (b" " * (MAX_JSON_BYTES + 1), "larger than"),
 ])
