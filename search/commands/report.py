@@ -15,6 +15,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="write the HTML report to FILE and nothing into RUN_DIR (use it for a "
                         "run that is still going, or one you may not write); default: "
                         "RUN_DIR/report.html and RUN_DIR/pareto.csv")
+    p.add_argument("--force", action="store_true",
+                   help="let --out replace an existing file")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -33,7 +35,13 @@ def run(args: argparse.Namespace) -> int:
                             "rewrite RUN_DIR/report.html)")
         RunFolder(args.run_dir).refuse_output(
             args.out, fix=" (or drop --out to rewrite RUN_DIR/report.html)")
-        probe_writable(Path(args.out).parent, option="--out")
+        out = Path(args.out)
+        if out.is_dir():
+            raise UserError(f"--out {str(out)!r} is a folder; pass a file name in it, such as "
+                            f"{str(out / 'report.html')!r}")
+        if out.exists() and not args.force:
+            raise UserError(f"--out {str(out)!r} already exists; pass --force to overwrite it")
+        probe_writable(out.parent, option="--out")
     data = load_run(args.run_dir)  # one snapshot for the file and the table printed
     path = write_report(data, out=args.out)
     table = pareto_table(data)

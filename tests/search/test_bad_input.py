@@ -204,6 +204,10 @@ CASES = [
     case("export-force-over-the-runs-settings", "export {run} --best --out {run}/run.json "
          "--force", "would replace a file of the run itself"),
     case("report-out-empty", "report {run} --out=", "--out: got an empty path"),
+    case("report-out-would-overwrite", "report {run} --out {existing}", "already exists",
+         "pass --force to overwrite it"),
+    case("report-out-is-a-folder", "report {run} --out {notrun}", "is a folder",
+         "pass a file name in it"),
     case("run-out-empty", "run --budget 60MFLOPs --out=", "--out: got an empty path"),
     case("run-out-below-a-file", "run --budget 60MFLOPs --out {existing}/run",
          "--out: cannot write in", "not a folder", "pass a path in a folder you can write"),

@@ -48,6 +48,9 @@ def test_report_prints_path_and_pareto_table(run_dir, tmp_path, capsys):
     assert {p.name: p.read_bytes() for p in run_dir.iterdir()} == before  # --out: nothing there
     text = capsys.readouterr().out
     assert text.splitlines()[0] == f"report: {out}" and out.stat().st_size > 1_000_000
+    out.write_text("an older report\n")  # an existing file is replaced only with --force
+    assert main(["report", str(run_dir), "--out", str(out), "--force"]) == 0
+    assert out.stat().st_size > 1_000_000
     assert "Pareto set (proxy top1 % vs FLOPs = MACs at 224x224)" in text and "stage table" in text
     assert f"export one with: python -m search export {run_dir} --trial ID --out FILE" in text
     table = pareto_table(load_run(run_dir))
