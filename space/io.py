@@ -23,6 +23,19 @@ FAMILIES: dict[str, type] = {Architecture.family: Architecture,
 MAX_JSON_BYTES = 4 * 1024 * 1024  # architecture, space and latency-table files are far smaller
 
 
+class _DuplicateKey(ValueError):
+    pass
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """json's object hook: a key given twice is an error, not "the last one wins"."""
+    data = dict(pairs)
+    if len(data) != len(pairs):
+        seen: set[str] = set()
+        raise _DuplicateKey(next(k for k, _ in pairs if k in seen or seen.add(k)))
+    return data
+
+
 def read_json_file(path: str | os.PathLike, *, what: str, max_bytes: int = MAX_JSON_BYTES) -> Any:
     """Parse a JSON file as data, refusing oversized or pathologically nested input.
 
@@ -41,7 +54,7 @@ def read_json_file(path: str | os.PathLike, *, what: str, max_bytes: int = MAX_J
     if raw.startswith(codecs.BOM_UTF8):  # Windows editors write one; JSON itself has none
         raw = raw[len(codecs.BOM_UTF8):]
     try:
-        return json.loads(raw.decode("utf-8"))
+        return json.loads(raw.decode("utf-8"), object_pairs_hook=_unique_keys)
     except UnicodeDecodeError:
         utf16 = raw.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE))
         raise ArchitectureError(f"{what} file {str(path)!r} is "
@@ -53,6 +66,9 @@ def read_json_file(path: str | os.PathLike, *, what: str, max_bytes: int = MAX_J
         raise ArchitectureError(
             f"{what} file {str(path)!r} is not valid JSON: {exc.msg} at line {exc.lineno} "
             f"column {exc.colno}") from None
+    except _DuplicateKey as exc:
+        raise ArchitectureError(f"{what} file {str(path)!r} has the key {exc.args[0]!r} twice in "
+                                "one object; keep one") from None
     except ValueError:  # json.loads's only other ValueError: an integer past int()'s digit limit
         raise ArchitectureError(
             f"{what} file {str(path)!r} is not valid JSON: it holds an integer of more than "
@@ -77,6 +93,9 @@ def load_architecture(path: str | os.PathLike) -> tuple[ArchLike, dict[str, Any]
     if isinstance(data, dict) and "provenance" in data:
         data = dict(data)  # never mutate what we were given
         provenance = data.pop("provenance")
+        if not isinstance(provenance, dict):
+            raise ArchitectureError(f"{path}: provenance: got {json_kind(provenance)}, expected "
+                                    "a JSON object (or no provenance key)")
     try:
         return architecture_from_dict(data), provenance
     except ArchitectureError as exc:

@@ -183,6 +183,8 @@ def test_python_constructor_validates_too():
     ('{"width": 1.0, "stem": 16', "not valid JSON"),
     ("[1, 2]", "architecture: got an array, expected a JSON object"),
     ("null", "architecture: got null, expected a JSON object"),
+    ('{"width": 0.5, "stem": 16, "width": 0.75}', "has the key 'width' twice in one object"),
+    ('{"width": 0.5, "provenance": [1]}', "provenance: got an array, expected a JSON object"),
     ("[" * 100000 + "]" * 100000, "nested too deeply"),
     ('{"width": 1.0, "stem": ' + "1" * 5000 + "}",
      "not valid JSON: it holds an integer of more than"),
