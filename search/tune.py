@@ -167,6 +167,16 @@ def _ray_classes():
                 return
             super().on_trial_complete(tune_controller, trial, result)
 
+        def remember(self, trial_id: str, top1_by_epoch: dict[int, float]) -> None:
+            """File a candidate trained before a resume in the rungs it reached, as its own
+            results would have been, so that the bar holds from the first trial after it."""
+            brackets = getattr(self, "_brackets", [])
+            if len(brackets) != 1:  # several brackets: which one it ran in is not known
+                return
+            for milestone, recorded in brackets[0]._rungs:
+                if milestone in top1_by_epoch:
+                    recorded.setdefault(trial_id, top1_by_epoch[milestone])
+
     class Recorder(Callback):
         def __init__(self, run: _Run) -> None:
             self.run = run
@@ -519,6 +529,17 @@ def run_search(settings: RunSettings, out_dir: str | os.PathLike, *,
         return folder
 
 
+def _trained_curves(rows: list[dict], curves: list[dict]) -> dict[str, dict[int, float]]:
+    """Trial id -> {epoch: top1} of the candidates in ``rows`` that trained (finished or
+    stopped early), from ``curves``: what ASHA's rungs held for them."""
+    trained: dict[str, dict[int, float]] = {
+        r["trial_id"]: {} for r in rows if r["kind"] == "candidate" and r["status"] != "failed"}
+    for c in curves:
+        if c["trial_id"] in trained and c["top1"] is not None:
+            trained[c["trial_id"]][c["epoch"]] = c["top1"]
+    return trained
+
+
 def _count(n: int, noun: str) -> str:
     return f"{n} {noun}{'' if n == 1 else 's'}"
 
@@ -685,6 +706,8 @@ def _tune(run: _Run, settings: RunSettings, data, epochs: int) -> bool:
     if settings.scheduler == "asha" and epochs > 1:
         scheduler = ReferenceSafeASHA(time_attr="epoch", max_t=epochs,
                                       grace_period=max(1, epochs // 4), reduction_factor=3)
+        for trial_id, top1_by_epoch in _trained_curves(run.rows, run.curves).items():
+            scheduler.remember(trial_id, top1_by_epoch)  # a resume's earlier results
     tuner = tune.Tuner(
         trainable,
         tune_config=tune.TuneConfig(

@@ -7,7 +7,7 @@ import types
 import pytest
 from ray.tune.schedulers import TrialScheduler
 
-from search.tune import _ray_classes
+from search.tune import _ray_classes, _trained_curves
 
 
 def _trial(trial_id: str, kind: str) -> types.SimpleNamespace:
@@ -68,3 +68,33 @@ def test_a_failed_trial_does_not_lower_the_bar():
         decisions.append(asha.on_trial_result(None, trial, {"epoch": 1, "top1": top1}))
     # The bar for the second is its one trained peer (80.1), not a percentile of {0.0, 80.1}.
     assert decisions == [TrialScheduler.CONTINUE, TrialScheduler.STOP]
+
+
+def test_candidates_from_before_a_resume_hold_the_bar_from_the_first_trial_after_it():
+    def decision(asha) -> str:
+        weak = _trial("c0009", "candidate")
+        asha.on_trial_add(None, weak)
+        return asha.on_trial_result(None, weak, {"epoch": 1, "top1": 60.0})
+
+    assert decision(_scheduler(5)) == TrialScheduler.CONTINUE  # empty rungs: nothing to clear
+    resumed = _scheduler(5)
+    for trial_id, curve in (("c0000", {1: 80.0, 2: 84.0, 3: 86.0, 4: 87.0, 5: 88.0}),
+                            ("c0001", {1: 78.0}),  # stopped by ASHA after its first epoch
+                            ("c0002", {1: 82.0, 2: 85.0, 3: 87.5})):
+        resumed.remember(trial_id, curve)
+    rungs = dict(resumed._brackets[0]._rungs)
+    assert rungs[1] == {"c0000": 80.0, "c0001": 78.0, "c0002": 82.0}
+    assert rungs[3] == {"c0000": 86.0, "c0002": 87.5}
+    assert decision(resumed) == TrialScheduler.STOP
+
+
+def test_the_curves_a_resume_files_are_those_of_candidates_that_trained():
+    rows = [{"trial_id": "c0000", "kind": "candidate", "status": "finished"},
+            {"trial_id": "c0001", "kind": "candidate", "status": "early_stopped"},
+            {"trial_id": "c0002", "kind": "candidate", "status": "failed"},
+            {"trial_id": "ref-ghostnet_050", "kind": "reference", "status": "finished"}]
+    curves = [{"trial_id": t, "epoch": e, "top1": 50.0 + e}
+              for t in ("c0000", "c0001", "c0002", "ref-ghostnet_050", "c0003")
+              for e in (1, 2)]
+    assert _trained_curves(rows, curves) == {"c0000": {1: 51.0, 2: 52.0},
+                                             "c0001": {1: 51.0, 2: 52.0}}
