@@ -166,9 +166,10 @@ def load_dataset(name: str, *, data_dir: str | os.PathLike | None = None, seed: 
     train_idx, val_idx = _split(source.train_y, val_fraction, seed, name)
     for arg, value in (("max_train", max_train), ("max_val", max_val)):
         if value is not None and value < len(source.classes):
-            raise DataError(f"{name}: {arg} {value} is fewer than its {len(source.classes)} "
-                            "classes; a class-stratified subset needs at least one image of "
-                            "each")
+            raise DataError(f"{name}: {arg} (--{arg.replace('_', '-')}) {value} is fewer than "
+                            f"its {len(source.classes)} classes; pass at least "
+                            f"{len(source.classes)} (a class-stratified subset holds one image "
+                            "of each)")
     if max_train is not None:
         train_idx = _stratified_subset(source.train_y, train_idx, max_train, seed, salt=1)
     if max_val is not None:
@@ -217,7 +218,9 @@ def _split(y: np.ndarray, fraction: float, seed: int, name: str) -> tuple[np.nda
 
 def _stratified_subset(y: np.ndarray, idx: np.ndarray, n: int, seed: int, *,
                        salt: int) -> np.ndarray:
-    """``n`` of ``idx`` drawn by the seed, each class keeping its share (largest remainder)."""
+    """``n`` of ``idx`` drawn by the seed, each class keeping its share (largest remainder)
+    and, when ``n`` is at least the number of classes, at least one image (taken from the
+    classes with the most)."""
     if n >= len(idx):
         return idx
     rng = np.random.default_rng([seed, salt])
@@ -226,6 +229,10 @@ def _stratified_subset(y: np.ndarray, idx: np.ndarray, n: int, seed: int, *,
     take = np.floor(exact).astype(np.int64)
     order = np.argsort(-(exact - take), kind="stable")
     take[order[:n - int(take.sum())]] += 1
+    if n >= len(classes):
+        for c in np.flatnonzero(take == 0):  # a small class rounded away entirely
+            take[np.argmax(take)] -= 1
+            take[c] = 1
     chosen = [rng.permutation(idx[y[idx] == c])[:k] for c, k in zip(classes, take, strict=True)]
     return np.sort(np.concatenate(chosen))
 

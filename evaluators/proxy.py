@@ -377,8 +377,8 @@ def _lr_at(step: int, total: int, config: ProxyConfig) -> float:
 
 
 def available_cpus() -> int:
-    """The CPUs this process may run on (its affinity mask: what a container or ``taskset``
-    allows, and what Ray counts), else the machine's count."""
+    """The CPUs this process may run on (its affinity mask: what a container's cpuset or
+    ``taskset`` allows), else the machine's count."""
     try:
         return len(os.sched_getaffinity(0))
     except AttributeError:  # not Linux

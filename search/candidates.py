@@ -132,12 +132,23 @@ class CandidateSource:
         for twin in self._parked.pop(key, []):
             self._tell(twin, known)
 
-    def abandon_running(self, reason: str) -> int:
-        """Mark trials left RUNNING by a killed run as failed, and enqueue the networks that
-        were training (not their parked duplicates, nor proposals cut off before they were
-        considered) so that the sampler proposes them again first; returns how many."""
+    def abandon_running(self, reason: str,
+                        recorded: dict[int, tuple[float | None, int, float | None]] | None = None
+                        ) -> int:
+        """Settle the trials a killed run left RUNNING. ``recorded``: Optuna number -> (top1,
+        or None if failed; flops; latency ms) of those whose trials.csv row the run wrote before
+        it could tell the study: told that result. The others are marked failed, and the
+        networks that were training among them (not their parked duplicates, nor proposals cut
+        off before they were considered) enqueued, so that the sampler proposes them again
+        first; returns how many were enqueued."""
         again = []
         for t in self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+            if t.number in (recorded or {}):
+                top1, flops, latency = recorded[t.number]
+                values = None if top1 is None else self._values(top1, flops, latency)
+                self._tell(optuna.trial.Trial(self.study, t._trial_id),
+                           _Known(values, self._constraints(flops, latency)))
+                continue
             dispatched = ("flops" in t.user_attrs and "ghostnas_note" not in t.user_attrs)
             self.study._storage.set_trial_user_attr(t._trial_id, "ghostnas_note", reason)
             self.study.tell(t.number, state=TrialState.FAIL)

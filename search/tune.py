@@ -173,7 +173,7 @@ def _ray_classes():
             brackets = getattr(self, "_brackets", [])
             if len(brackets) != 1:  # several brackets: which one it ran in is not known
                 return
-            for milestone, recorded in brackets[0]._rungs:
+            for milestone, recorded in getattr(brackets[0], "_rungs", []):
                 if milestone in top1_by_epoch:
                     recorded.setdefault(trial_id, top1_by_epoch[milestone])
 
@@ -222,7 +222,10 @@ class _Run:
         self.log = log
         self.rows = folder.read_trials()
         done = {r["trial_id"] for r in self.rows}  # a killed run's in-flight curves: dropped
-        self.curves = [c for c in folder.read_curves() if c["trial_id"] in done]
+        curves = folder.read_curves()
+        self.curves = [c for c in curves if c["trial_id"] in done]
+        if len(self.curves) != len(curves):
+            folder.write_curves(self.curves)
         self.live: dict[str, dict] = {}
         self.dispatched_at: dict[str, float] = {}
         self.tune_trials: dict[str, Any] = {}  # Ray's trial id -> Tune's Trial
@@ -498,7 +501,12 @@ def run_search(settings: RunSettings, out_dir: str | os.PathLike, *,
                                  latency_budget_ms=settings.latency_budget_ms
                                  if predict_latency else None,
                                  predict_latency=predict_latency, seed=sampler_seed)
-        abandoned = source.abandon_running("interrupted: the run was killed while it trained")
+        recorded = {r["number"]: (r["top1"] if r["status"] != "failed" else None, r["flops"],
+                                  r["latency_ms"])
+                    for r in folder.read_trials()
+                    if r["kind"] == "candidate" and r["number"] is not None}
+        abandoned = source.abandon_running("interrupted: the run was killed while it trained",
+                                           recorded)
         run = _Run(settings, folder, meta=meta, source=source, proxy=proxy.to_dict(),
                    predict_latency=predict_latency, latency_source=latency_source, log=log)
 
@@ -530,10 +538,10 @@ def run_search(settings: RunSettings, out_dir: str | os.PathLike, *,
 
 
 def _trained_curves(rows: list[dict], curves: list[dict]) -> dict[str, dict[int, float]]:
-    """Trial id -> {epoch: top1} of the candidates in ``rows`` that trained (finished or
-    stopped early), from ``curves``: what ASHA's rungs held for them."""
+    """Trial id -> {epoch: top1} of the candidates in ``rows``, from ``curves``: what ASHA's
+    rungs held for them (the epochs they completed; a failure's report never entered)."""
     trained: dict[str, dict[int, float]] = {
-        r["trial_id"]: {} for r in rows if r["kind"] == "candidate" and r["status"] != "failed"}
+        r["trial_id"]: {} for r in rows if r["kind"] == "candidate"}
     for c in curves:
         if c["trial_id"] in trained and c["top1"] is not None:
             trained[c["trial_id"]][c["epoch"]] = c["top1"]
@@ -622,6 +630,9 @@ def _storage(folder: RunFolder):
     return JournalStorage(JournalFileBackend(str(folder.study_path)))
 
 
+_JOURNAL_START = b'{"op_code":'  # how every record of Optuna's JournalFileBackend begins
+
+
 def _drop_torn_record(path: Path) -> None:
     """Cut a journal back to its last whole record (line).
 
@@ -649,9 +660,12 @@ def _drop_torn_record(path: Path) -> None:
                 keep = start + cut + 1
                 break
             keep = start
-        if keep == 0:
-            raise ValueError("no whole line in it: not an Optuna journal")
-        _check_last_record(path, end=keep)
+        if keep == 0:  # one torn line: Optuna's first record cut short by a kill, or junk
+            fh.seek(0)
+            if not fh.read(len(_JOURNAL_START)) == _JOURNAL_START:
+                raise ValueError("no whole line in it: not an Optuna journal")
+        else:
+            _check_last_record(path, end=keep)
         fh.truncate(keep)
         fh.flush()
         os.fsync(fh.fileno())
@@ -751,8 +765,9 @@ def _trial_dirname(trial) -> str:
 
 
 def _this_machine() -> dict[str, float]:
-    """The CPUs and GPUs a private Ray cluster will find here (as Ray counts them: the CPUs
-    this process may run on, the CUDA devices torch sees)."""
+    """The CPUs and GPUs trials can use here: the CPUs this process may run on (Ray may count
+    more, the machine's or the container quota's, but trials would only share these), the CUDA
+    devices torch sees."""
     import torch
 
     from evaluators.proxy import available_cpus
@@ -820,8 +835,11 @@ def _check_reachable(address: str, *, option: str = "--address") -> None:
     if "://" in address or address == "local":
         return  # Ray Client (ray://), or a new local cluster: Ray's error messages apply
     given = address
-    if address == "auto":  # Ray's discovery: its last-cluster file, else a running head here
-        address = _discover_ray_address(option)
+    if address == "auto":
+        env = os.environ.get("RAY_ADDRESS", "")
+        if env and env != "auto":  # what Ray's "auto" joins first
+            return _check_reachable(env, option=f"$RAY_ADDRESS (which {option} auto defers to)")
+        address = _discover_ray_address(option)  # its last-cluster file, else a running head
         if address is None:
             return
     host, _, port = address.rpartition(":")

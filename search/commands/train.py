@@ -206,6 +206,12 @@ def _settings(args: argparse.Namespace, previous: dict[str, Any] | None) -> dict
                 raise TrainOutError(f"{mine} differs from the run being resumed ({theirs}); "
                                     f"drop {flag} to resume, or start over with --force")
         settings = {k: given[k] if given[k] is not None else old.get(k) for k in _KEPT}
+        cpus = available_cpus()
+        if given["threads"] is None and type(old.get("threads")) is int \
+                and old["threads"] > cpus:  # resumed on a smaller machine
+            raise TrainOutError(f"--resume: the run used --threads {old['threads']}, more than "
+                                f"the {cpus} CPUs this process may use here; pass --threads N "
+                                f"(at most {cpus}) to resume with fewer")
         for key in _KEPT:  # what train.json supplies is checked as the command line's is
             if given[key] is None and old.get(key) is not None and not _saved_ok(key, old[key]):
                 raise TrainOutError(f"--resume: {args.out}/train.json: settings.{key} is "

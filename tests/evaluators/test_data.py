@@ -15,7 +15,7 @@ import pytest
 import torch
 from PIL import Image
 
-from evaluators.data import DATASETS, DataError, ImageData, load_dataset
+from evaluators.data import DATASETS, DataError, ImageData, _stratified_subset, load_dataset
 
 # ---------------------------------------------------------------------------------------------
 # Writers of the real formats (also used by test_proxy.py)
@@ -220,8 +220,18 @@ def test_max_train_and_max_val_are_stratified_seeded_subsets():
     assert torch.equal(torch.bincount(smallest.train_y), torch.ones(10, dtype=torch.int64))
     for kwargs in ({"max_train": 9}, {"max_val": 5}):
         with pytest.raises(DataError, match=f"digits: {next(iter(kwargs))} .* is fewer than its "
-                                            "10 classes"):
+                                            "10 classes; pass at least 10"):
             load_dataset("digits", **kwargs)
+
+
+@pytest.mark.parametrize("n", [5, 8, 13])
+def test_a_stratified_subset_of_unbalanced_classes_keeps_every_class(n):
+    y = np.repeat(np.arange(5), [500, 20, 20, 20, 20])
+    idx = np.arange(len(y))
+    chosen = _stratified_subset(y, idx, n, seed=0, salt=1)
+    counts = np.bincount(y[chosen], minlength=5)
+    assert len(chosen) == n and counts.min() >= 1 and len(set(chosen)) == n
+    assert counts[0] == counts.max()  # the big class still takes most of the share
 
 
 def test_image_size_resizes_and_arguments_are_checked():

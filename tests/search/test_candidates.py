@@ -106,3 +106,23 @@ def test_networks_in_flight_when_a_run_was_killed_are_proposed_again_first():
     assert [c.arch for c in again] == [first.arch, second.arch]
     assert {c.number for c in again}.isdisjoint({first.number, second.number})
     assert resumed.duplicates == 0
+
+
+def test_a_result_written_to_the_table_but_not_told_is_told_on_resume():
+    """Killed after writing a trial's row, before telling the study: the resume tells the
+    study the row's result; the network is neither failed nor proposed again."""
+    space = default_space()
+    study = _study("random")
+    before = CandidateSource(space=space, study=study, budget_flops=300_000_000, seed=0)
+    done, failed, running = before.next(), before.next(), before.next()
+
+    resumed = CandidateSource(space=space, study=study, budget_flops=300_000_000, seed=1)
+    recorded = {done.number: (77.0, done.flops, None), failed.number: (None, failed.flops, None)}
+    assert resumed.abandon_running("interrupted", recorded) == 1  # only `running`
+    told = study.trials[done.number]
+    assert told.state == optuna.trial.TrialState.COMPLETE
+    assert told.values == [77.0, float(done.flops)]
+    assert told.constraints == {"flops": done.flops - 300e6}
+    assert study.trials[failed.number].state == optuna.trial.TrialState.FAIL
+    assert "ghostnas_note" not in told.user_attrs
+    assert resumed.next().arch == running.arch

@@ -150,6 +150,23 @@ def test_an_existing_run_is_refused_without_resume_or_force(trained, capsys):
     assert _snapshot(trained) == before
 
 
+def test_a_resume_on_a_machine_with_fewer_cpus_names_the_saved_threads(trained, tmp_path,
+                                                                       capsys):
+    out = tmp_path / "copy"
+    shutil.copytree(trained, out)
+    record = json.loads((out / "train.json").read_text())
+    record["settings"]["threads"] = 4096  # trained on a bigger machine
+    (out / "train.json").write_text(json.dumps(record))
+    before = _snapshot(out)
+    one_line_error(capsys, ["train", "ghostnet_050", "--out", str(out), "--resume", "--epochs",
+                            "2"], "--resume: the run used --threads 4096, more than the",
+                   "pass --threads N (at most")
+    assert _snapshot(out) == before
+    assert main(["train", "ghostnet_050", "--out", str(out), "--resume", "--epochs", "2",
+                 "--threads", "1"]) == 0
+    capsys.readouterr()
+
+
 def test_force_starts_over_and_touches_only_its_own_files(trained, tmp_path, capsys):
     out = tmp_path / "copy"
     shutil.copytree(trained, out)

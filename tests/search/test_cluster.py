@@ -214,3 +214,8 @@ def test_address_auto_is_resolved_and_checked_like_a_given_address(monkeypatch):
         live = f"127.0.0.1:{head.getsockname()[1]}"
         monkeypatch.setattr(services, "get_ray_address_from_environment", lambda a, t: live)
         _check_reachable("auto")
+
+    monkeypatch.setenv("RAY_ADDRESS", stale)  # Ray's "auto" joins $RAY_ADDRESS when it is set
+    with pytest.raises(UserError, match=r"\$RAY_ADDRESS \(which --address auto defers to\) "
+                                        f"{stale}: no Ray cluster answers there"):
+        _check_reachable("auto")

@@ -20,7 +20,7 @@ import pytest
 from results import load_run, write_report
 from search.runfolder import RunFolder
 from search.settings import RunSettings
-from search.tune import STUDY_NAME, _storage
+from search.tune import STUDY_NAME, _storage, _study_exists
 from space import create_architecture
 from tests.results._runs import make_run, row_for
 
@@ -125,6 +125,11 @@ def test_a_torn_journal_record_is_dropped_and_the_study_loads_and_grows(tmp_path
     study.tell(trial, [3.0, -3.0])
     again = optuna.load_study(study_name=STUDY_NAME, storage=_storage(folder))
     assert [t.values for t in again.trials] == [[float(i), float(-i)] for i in range(4)]
+
+    # Killed while writing the very first record: nothing whole to keep, the study starts over.
+    first = whole.split(b"\n", 1)[0]
+    folder.study_path.write_bytes(first[:len(first) // 2])
+    assert not _study_exists(_storage(folder)) and folder.study_path.read_bytes() == b""
 
 
 @pytest.mark.parametrize("damage", [b"this is not a journal record\n",

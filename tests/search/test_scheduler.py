@@ -88,7 +88,7 @@ def test_candidates_from_before_a_resume_hold_the_bar_from_the_first_trial_after
     assert decision(resumed) == TrialScheduler.STOP
 
 
-def test_the_curves_a_resume_files_are_those_of_candidates_that_trained():
+def test_the_curves_a_resume_files_are_the_candidates_epochs():
     rows = [{"trial_id": "c0000", "kind": "candidate", "status": "finished"},
             {"trial_id": "c0001", "kind": "candidate", "status": "early_stopped"},
             {"trial_id": "c0002", "kind": "candidate", "status": "failed"},
@@ -96,5 +96,7 @@ def test_the_curves_a_resume_files_are_those_of_candidates_that_trained():
     curves = [{"trial_id": t, "epoch": e, "top1": 50.0 + e}
               for t in ("c0000", "c0001", "c0002", "ref-ghostnet_050", "c0003")
               for e in (1, 2)]
+    # c0002 failed after its epochs in curves.csv: those were real scores, and in the rungs
     assert _trained_curves(rows, curves) == {"c0000": {1: 51.0, 2: 52.0},
-                                             "c0001": {1: 51.0, 2: 52.0}}
+                                             "c0001": {1: 51.0, 2: 52.0},
+                                             "c0002": {1: 51.0, 2: 52.0}}
