@@ -204,6 +204,8 @@ CASES = [
     case("export-force-over-the-runs-settings", "export {run} --best --out {run}/run.json "
          "--force", "would replace a file of the run itself"),
     case("report-out-empty", "report {run} --out=", "--out: got an empty path"),
+    case("export-out-empty", "export {run} --best --out=", "--out: got an empty path",
+         "pass a file name"),
     case("report-out-would-overwrite", "report {run} --out {existing}", "already exists",
          "pass --force to overwrite it"),
     case("report-out-is-a-folder", "report {run} --out {notrun}", "is a folder",
