@@ -19,6 +19,7 @@ import pandas as pd
 
 from evaluators.budget import format_flops
 from results.table import RunData, load_run
+from search.runfolder import check_output_file
 from space import ArchitectureError, ArchLike, UserError, architecture_from_dict, save_architecture
 
 __all__ = ["ExportError", "Exported", "select_trial", "trial_architecture", "provenance",
@@ -148,16 +149,7 @@ def export_architecture(run_dir: str | os.PathLike, *, out: str | os.PathLike,
 
     Refuses an existing ``out`` unless ``force``; never creates folders.
     """
-    out = Path(out)
-    if out.is_dir():
-        raise ExportError(f"--out {str(out)!r} is a folder; give a file name such as "
-                          f"{str(out / 'arch.json')!r}")
-    if out.exists() and not force:
-        raise ExportError(f"--out {str(out)!r} already exists; pass --force to overwrite it")
-    if out.parent.exists() and not out.parent.is_dir():
-        raise ExportError(f"--out {str(out)!r}: {str(out.parent)!r} is a file, not a folder")
-    if not out.parent.is_dir():
-        raise ExportError(f"--out {str(out)!r}: folder {str(out.parent)!r} does not exist")
+    out = check_output_file(out, force=force, example="arch.json", error=ExportError)
     run = load_run(run_dir)
     row = select_trial(run, trial_id=trial_id, best=best, max_flops=max_flops,
                        max_latency_ms=max_latency_ms)

@@ -35,7 +35,13 @@ from results.pareto import (
     run_budget,
 )
 from results.table import RunData, load_run, usable
-from search.runfolder import RunFolder, RunFolderError, atomic_write_text, safe_name
+from search.runfolder import (
+    RunFolder,
+    RunFolderError,
+    atomic_write_text,
+    check_output_file,
+    safe_name,
+)
 
 __all__ = [
     "PLOT_IDS", "AXES", "Axis", "ScatterData", "HistoryData", "DesignData", "Summary",
@@ -701,22 +707,18 @@ def _pareto_csv(table: pd.DataFrame) -> str:
     return table.to_csv(index=False, lineterminator="\n")
 
 
-def write_report(run: str | os.PathLike | RunData, *, out: str | os.PathLike | None = None
-                 ) -> Path:
+def write_report(run: str | os.PathLike | RunData, *, out: str | os.PathLike | None = None,
+                 force: bool = True) -> Path:
     """Write the HTML report and return its path; ``run`` is a run folder or a loaded run.
 
     Without ``out``: ``RUN_DIR/report.html`` and ``RUN_DIR/pareto.csv``, each atomically. With
-    ``out``: that one file and nothing else, so a report of a run that is still going (or of
-    someone else's, read-only run) never writes into its folder.
+    ``out``: that one file and nothing else (an existing one only if ``force``), so a report of
+    a run that is still going (or of someone else's, read-only run) never writes into its folder.
     """
     data = run if isinstance(run, RunData) else load_run(run)
     folder = RunFolder(data.path)
-    target = Path(out) if out is not None else folder.report_path
-    if target.is_dir():
-        raise RunFolderError(f"--out {str(target)!r} is a folder; give a file name such as "
-                             f"{str(target / 'report.html')!r}")
-    if not target.parent.is_dir():
-        raise RunFolderError(f"--out {str(target)!r}: folder {str(target.parent)!r} does not exist")
+    target = folder.report_path if out is None else check_output_file(
+        out, force=force, example="report.html", error=RunFolderError)
     page = render_html(data)
     try:
         if out is None:

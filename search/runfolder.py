@@ -139,6 +139,27 @@ def _parse(column: str, text: str) -> Any:
     return text
 
 
+def check_output_file(path: str | os.PathLike, *, force: bool, example: str,
+                      error: type[UserError] = UserError, option: str = "--out") -> Path:
+    """``path`` as a file to write, or a one-line ``error``: not blank, not a folder, not an
+    existing file unless ``force``, in a folder that exists (``example``: a file name to
+    suggest)."""
+    if not os.fspath(path).strip():
+        raise error(f"{option}: got an empty path; pass a file name such as {example}")
+    path = Path(path)
+    if path.is_dir():
+        raise error(f"{option}: {str(path)!r} is a folder; pass a file name in it, such as "
+                    f"{str(path / example)!r}")
+    if path.exists() and not force:
+        raise error(f"{option}: {str(path)!r} already exists; pass --force to overwrite it")
+    if path.parent.exists() and not path.parent.is_dir():
+        raise error(f"{option}: {str(path.parent)!r} is a file, not a folder; pass a path in "
+                    "a folder")
+    if not path.parent.is_dir():
+        raise error(f"{option}: folder {str(path.parent)!r} does not exist; create it first")
+    return path
+
+
 def probe_writable(folder: str | os.PathLike, *, option: str) -> None:
     """Fail now, in one line, if files cannot be created in ``folder`` (created for the test and
     removed again if it did not exist), rather than after minutes of work."""
@@ -189,6 +210,8 @@ class RunFolder:
     def holds(self, path: str | os.PathLike) -> bool:
         """Whether writing ``path`` would replace a file of this run (or the folder itself, or
         anything in Ray's ``ray/`` state)."""
+        if not os.fspath(path).strip():
+            return False  # names nothing (Path("") would be the current folder)
         target, root = Path(path).resolve(), self.path.resolve()
         files = (self.meta_path, self.trials_path, self.curves_path, self.study_path,
                  self.pareto_path, self.report_path, self.lock_path)

@@ -501,14 +501,13 @@ def run_search(settings: RunSettings, out_dir: str | os.PathLike, *,
                                  latency_budget_ms=settings.latency_budget_ms
                                  if predict_latency else None,
                                  predict_latency=predict_latency, seed=sampler_seed)
-        recorded = {r["number"]: (r["top1"] if r["status"] != "failed" else None, r["flops"],
-                                  r["latency_ms"])
-                    for r in folder.read_trials()
-                    if r["kind"] == "candidate" and r["number"] is not None}
-        abandoned = source.abandon_running("interrupted: the run was killed while it trained",
-                                           recorded)
         run = _Run(settings, folder, meta=meta, source=source, proxy=proxy.to_dict(),
                    predict_latency=predict_latency, latency_source=latency_source, log=log)
+        recorded = {r["number"]: (r["top1"] if r["status"] != "failed" else None, r["flops"],
+                                  r["latency_ms"])
+                    for r in run.rows if r["kind"] == "candidate" and r["number"] is not None}
+        abandoned = source.abandon_running("interrupted: the run was killed while it trained",
+                                           recorded)
 
         log(f"GhostNAS {'resuming' if resumed else 'run'} -> {folder.path} | budget "
             f"{format_flops(settings.budget_flops)} FLOPs (MACs at 224x224) | {settings.dataset}: "

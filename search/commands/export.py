@@ -38,10 +38,7 @@ def run(args: argparse.Namespace) -> int:
     max_latency = (parse_latency_ms(args.max_latency, option="--max-latency")
                    if args.max_latency is not None else None)
     from search.runfolder import RunFolder
-    from space import UserError
 
-    if not args.out.strip():
-        raise UserError("--out: got an empty path; pass a file name such as best.json")
     RunFolder(args.run_dir).refuse_output(args.out)
     result = export_architecture(args.run_dir, out=args.out, trial_id=args.trial,
                                  best=args.best, max_flops=max_flops,

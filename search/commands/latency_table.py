@@ -77,28 +77,15 @@ class _ProgressLine:
 
 def run(args: argparse.Namespace) -> int:
     import random
-    from pathlib import Path
 
     import torch
 
     from evaluators.latency import LatencyError, TableSettings, build_table
-    from search.runfolder import probe_writable
+    from search.runfolder import check_output_file, probe_writable
     from space import UserError, create_architecture, list_models
     from space.search_space import load_space
 
-    if not args.out.strip():
-        raise UserError("--out: got an empty path; pass a file name such as table.json")
-    out = Path(args.out)
-    if out.is_dir():
-        raise UserError(f"--out: {str(out)!r} is a folder; pass a file name in it, such as "
-                        f"{str(out / 'table.json')!r}")
-    if out.exists() and not args.force:
-        raise UserError(f"--out: {str(out)!r} exists; pass --force to overwrite it")
-    if out.parent.exists() and not out.parent.is_dir():
-        raise UserError(f"--out: {str(out.parent)!r} is a file, not a folder; pass a path "
-                        "in a folder")
-    if not out.parent.is_dir():
-        raise UserError(f"--out: folder {str(out.parent)!r} does not exist")
+    out = check_output_file(args.out, force=args.force, example="table.json")
     probe_writable(out.parent, option="--out")  # before minutes of measuring, not after
     if not 1 <= args.archs <= MAX_ARCHS:
         raise UserError(f"--archs: got {args.archs}, expected 1 to {MAX_ARCHS}")

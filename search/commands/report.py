@@ -22,28 +22,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import math
     import shlex
-    from pathlib import Path
 
     from evaluators.budget import format_flops
     from results import load_run, pareto_table, write_report
-    from search.runfolder import RunFolder, probe_writable
-    from space import UserError
+    from search.runfolder import RunFolder
 
     if args.out is not None:
-        if not args.out.strip():
-            raise UserError("--out: got an empty path; pass a file name (or drop --out to "
-                            "rewrite RUN_DIR/report.html)")
         RunFolder(args.run_dir).refuse_output(
             args.out, fix=" (or drop --out to rewrite RUN_DIR/report.html)")
-        out = Path(args.out)
-        if out.is_dir():
-            raise UserError(f"--out {str(out)!r} is a folder; pass a file name in it, such as "
-                            f"{str(out / 'report.html')!r}")
-        if out.exists() and not args.force:
-            raise UserError(f"--out {str(out)!r} already exists; pass --force to overwrite it")
-        probe_writable(out.parent, option="--out")
     data = load_run(args.run_dir)  # one snapshot for the file and the table printed
-    path = write_report(data, out=args.out)
+    path = write_report(data, out=args.out, force=args.force)
     table = pareto_table(data)
     front = table[table["pareto_flops"]]
     print(f"report: {path}")
