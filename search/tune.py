@@ -208,7 +208,7 @@ class _Run:
     """State of one run in the driver: rows, counters, the candidate source, progress."""
 
     def __init__(self, settings: RunSettings, folder: RunFolder, *, meta: dict, source,
-                 proxy: dict, predict_latency, latency_source: str,
+                 rows: list[dict], proxy: dict, predict_latency, latency_source: str,
                  log: Callable[[str], None]) -> None:
         self.settings = settings
         self.folder = folder
@@ -220,7 +220,7 @@ class _Run:
         self.predict_latency = predict_latency
         self.latency_source = latency_source
         self.log = log
-        self.rows = folder.read_trials()
+        self.rows = rows  # trials.csv as the run starts (a resume's earlier results)
         done = {r["trial_id"] for r in self.rows}  # a killed run's in-flight curves: dropped
         curves = folder.read_curves()
         self.curves = [c for c in curves if c["trial_id"] in done]
@@ -466,7 +466,8 @@ def run_search(settings: RunSettings, out_dir: str | os.PathLike, *,
                                  "this run folder meanwhile; run the command again to continue "
                                  "it, or pass another --out")
         optuna.logging.set_verbosity(optuna.logging.WARNING)
-        storage, n_existing = _open_study(folder, resumed=resumed)  # before anything is written
+        rows = folder.read_trials()  # under the lock: what no other run will change now
+        storage, n_existing = _open_study(folder, resumed=resumed, rows=rows)  # nothing written yet
         if resumed:
             meta = folder.read_meta()
             meta["settings"]["trials"] = settings.trials
@@ -501,7 +502,7 @@ def run_search(settings: RunSettings, out_dir: str | os.PathLike, *,
                                  latency_budget_ms=settings.latency_budget_ms
                                  if predict_latency else None,
                                  predict_latency=predict_latency, seed=sampler_seed)
-        run = _Run(settings, folder, meta=meta, source=source, proxy=proxy.to_dict(),
+        run = _Run(settings, folder, meta=meta, source=source, rows=rows, proxy=proxy.to_dict(),
                    predict_latency=predict_latency, latency_source=latency_source, log=log)
         recorded = {r["number"]: (r["top1"] if r["status"] != "failed" else None, r["flops"],
                                   r["latency_ms"])
@@ -583,9 +584,10 @@ def _epochs_done(result: dict) -> int:
     return epoch - 1 if result.get("status") == "failed" else epoch  # a failure reports k+1
 
 
-def _open_study(folder: RunFolder, *, resumed: bool):
+def _open_study(folder: RunFolder, *, resumed: bool, rows: list[dict]):
     """(storage, number of trials the study holds); a journal that cannot be read is a one-line
-    error naming it (a crash would have left run.json changed and said nothing useful)."""
+    error naming it (a crash would have left run.json changed and said nothing useful).
+    ``rows``: trials.csv, which an empty study must not contradict."""
     import optuna
 
     try:
@@ -599,10 +601,10 @@ def _open_study(folder: RunFolder, *, resumed: bool):
                              f"({type(exc).__name__}: {first}); the file is damaged (restore "
                              "it, or pass a new --out)") from None
     if resumed and n_existing == 0:
-        rows = [r for r in folder.read_trials() if r["kind"] == "candidate"]
-        if rows:  # the study lost its history: trial numbers (and ids) would start over
+        candidates = sum(r["kind"] == "candidate" for r in rows)
+        if candidates:  # the study lost its history: trial numbers (and ids) would start over
             raise RunFolderError(f"{folder.study_path}: the Optuna study is empty or missing, "
-                                 f"but trials.csv holds {len(rows)} candidates; restore it, or "
+                                 f"but trials.csv holds {candidates} candidates; restore it, or "
                                  "pass a new --out")
     return storage, n_existing
 
@@ -661,7 +663,7 @@ def _drop_torn_record(path: Path) -> None:
             keep = start
         if keep == 0:  # one torn line: Optuna's first record cut short by a kill, or junk
             fh.seek(0)
-            if not fh.read(len(_JOURNAL_START)) == _JOURNAL_START:
+            if fh.read(len(_JOURNAL_START)) != _JOURNAL_START:
                 raise ValueError("no whole line in it: not an Optuna journal")
         else:
             _check_last_record(path, end=keep)
