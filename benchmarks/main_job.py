@@ -21,7 +21,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks._machine import machine  # noqa: E402
-from search.runfolder import RunFolder  # noqa: E402
+from results.runfolder import RunFolder  # noqa: E402
 
 
 def main() -> None:

@@ -31,7 +31,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from space._utils import UserError
+from space.checks import UserError
 
 __all__ = ["DataError", "ImageData", "DATASETS", "default_cache_dir", "load_dataset",
            "CIFAR_URL", "IMAGE_SUFFIXES", "DEFAULT_FOLDER_SIZE"]

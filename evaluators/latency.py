@@ -82,9 +82,9 @@ from typing import Any, NamedTuple
 import torch
 from torch import nn
 
-from evaluators.proxy import available_cpus
+from evaluators.device import available_cpus
 from space import Architecture, MobileNetV3Arch, UserError, make_divisible
-from space._utils import ArchitectureError, check_keys
+from space.checks import ArchitectureError, check_keys
 from space.ghostnet import CHANNEL_DIVISOR, SE_RATIO, BlockPlan, ConvBnAct, GhostBottleneck
 from space.io import MAX_JSON_BYTES, architecture_from_dict, read_json_file
 from space.layers import PooledConv

@@ -34,7 +34,6 @@ import contextlib
 import dataclasses
 import gc
 import math
-import os
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -45,11 +44,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from evaluators.data import ImageData
-from space._utils import UserError
+from evaluators.device import resolve_device
+from space.checks import UserError
 
 __all__ = ["ProxyConfig", "ConfigError", "EpochReport", "ProxyResult", "PRESETS", "STATUSES",
            "proxy_config", "train_proxy", "evaluate", "augment_batch", "normalize", "recalibrate_bn",
-           "resize_images", "resolve_device", "param_groups", "sgd", "amp_dtype", "autocast",
+           "resize_images", "param_groups", "sgd", "amp_dtype", "autocast",
            "num_threads", "batchnorms", "Normalizer", "IMAGENET_MEAN", "IMAGENET_STD"]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -187,16 +187,6 @@ class ProxyResult:
 
 # ---------------------------------------------------------------------------------------------
 # Tensor helpers (reused by the from-scratch trainer)
-
-
-def resolve_device(device: str) -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(device)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"device: got {device!r}, but CUDA is not available to this PyTorch "
-                          "here; use 'cpu' (or 'auto'), or install a CUDA build of PyTorch")
-    return dev
 
 
 def resize_images(x: torch.Tensor, size: int, *, chunk: int = 2048) -> torch.Tensor:
@@ -374,15 +364,6 @@ def _lr_at(step: int, total: int, config: ProxyConfig) -> float:
         return config.lr * (step + 1) / warmup
     progress = (step - warmup) / max(1, total - warmup)
     return config.lr * 0.5 * (1.0 + math.cos(math.pi * progress))
-
-
-def available_cpus() -> int:
-    """The CPUs this process may run on (its affinity mask: what a container's cpuset or
-    ``taskset`` allows), else the machine's count."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        return os.cpu_count() or 1
 
 
 @contextlib.contextmanager

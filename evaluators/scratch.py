@@ -56,6 +56,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from evaluators.data import ImageData
+from evaluators.device import resolve_device
 from evaluators.proxy import (
     IMAGENET_MEAN,
     IMAGENET_STD,
@@ -70,7 +71,6 @@ from evaluators.proxy import (
     num_threads,
     recalibrate_bn,
     resize_images,
-    resolve_device,
     sgd,
 )
 from space import ArchitectureError, UserError, architecture_from_dict

@@ -18,8 +18,8 @@ from typing import Any, NamedTuple
 import pandas as pd
 
 from evaluators.budget import format_flops
+from results.runfolder import check_output_file
 from results.table import RunData, load_run
-from search.runfolder import check_output_file
 from space import ArchitectureError, ArchLike, UserError, architecture_from_dict, save_architecture
 
 __all__ = ["ExportError", "Exported", "select_trial", "trial_architecture", "provenance",

@@ -34,14 +34,14 @@ from results.pareto import (
     reference_point,
     run_budget,
 )
-from results.table import RunData, load_run, usable
-from search.runfolder import (
+from results.runfolder import (
     RunFolder,
     RunFolderError,
-    atomic_write_text,
     check_output_file,
     safe_name,
 )
+from results.table import RunData, load_run, usable
+from space.io import atomic_write_text
 
 __all__ = [
     "PLOT_IDS", "AXES", "Axis", "ScatterData", "HistoryData", "DesignData", "Summary",

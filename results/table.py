@@ -1,6 +1,6 @@
 """A run folder as pandas tables: one row per trial and per reference, with design columns.
 
-The files are read through :class:`search.runfolder.RunFolder` (the one definition of the
+The files are read through :class:`results.runfolder.RunFolder` (the one definition of the
 format). Each file is replaced atomically by the run, so reading while a search is still going
 gives a consistent snapshot of every file; an absent or empty ``trials.csv`` (no trial finished
 yet) is an empty frame with the usual columns.
@@ -16,17 +16,18 @@ from __future__ import annotations
 import json
 import math
 import os
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any, NamedTuple
 
 import numpy as np
 import pandas as pd
 
-from search.runfolder import CURVE_COLUMNS, TRIAL_COLUMNS, RunFolder
+from results.runfolder import CURVE_COLUMNS, TRIAL_COLUMNS, RunFolder
 from space import Architecture, ArchitectureError, architecture_from_dict
 
 __all__ = ["RunData", "load_run", "design_columns", "DESIGN_COLUMNS", "NUMERIC_TRIAL_COLUMNS",
-           "usable", "competing", "candidates"]
+           "usable", "competing", "candidates", "best_candidate"]
 
 # family     "ghostnet" | "mobilenetv3" ("" if the arch JSON is unreadable)
 # width      width multiplier
@@ -96,7 +97,7 @@ def _frame(rows: list[dict[str, Any]], columns: tuple[str, ...],
 
 
 def load_run(path: str | os.PathLike) -> RunData:
-    """Read a run folder (raises :class:`search.runfolder.RunFolderError` if it is not one).
+    """Read a run folder (raises :class:`results.runfolder.RunFolderError` if it is not one).
 
     ``trials`` has one row per trial and per reference model, in file order, with every
     ``TRIAL_COLUMNS`` column (numbers as float64, NaN where empty, so ``flops`` and ``params`` are
@@ -132,3 +133,39 @@ def usable(trials: pd.DataFrame, *, x: str = "flops", y: str = "top1") -> pd.Ser
     ys = pd.to_numeric(trials[y], errors="coerce").to_numpy(dtype=np.float64)
     ok = (trials["status"] != "failed").to_numpy() & np.isfinite(xs) & np.isfinite(ys)
     return pd.Series(ok, index=trials.index)
+
+
+def _number(value: Any) -> float:
+    """A cell as a float; NaN when empty or not a number."""
+    try:
+        return math.nan if value is None else float(value)
+    except (TypeError, ValueError):
+        return math.nan
+
+
+def best_candidate(rows: Iterable[Mapping[str, Any]], *, max_flops: float | None = None,
+                   max_latency_ms: float | None = None) -> Mapping[str, Any] | None:
+    """The run's best candidate: the one rule behind "best" everywhere (the progress line,
+    ``export --best``, the report).
+
+    Among candidates that finished every epoch with a top1 (and, where given, FLOPs within
+    ``max_flops`` and latency within ``max_latency_ms``), the highest top1; ties go to fewer
+    FLOPs, then to the earlier trial id. ``rows`` are trials.csv records (dicts, or a frame's
+    ``to_dict("records")``); None when no row qualifies.
+    """
+    def ok(r: Mapping[str, Any]) -> bool:
+        if r.get("kind") != "candidate" or r.get("status") != "finished":
+            return False
+        if not math.isfinite(_number(r.get("top1"))):
+            return False
+        if max_flops is not None and not _number(r.get("flops")) <= max_flops:
+            return False
+        return max_latency_ms is None or _number(r.get("latency_ms")) <= max_latency_ms
+
+    def key(r: Mapping[str, Any]) -> tuple[float, float, str]:
+        flops = _number(r.get("flops"))
+        return (-_number(r["top1"]), flops if math.isfinite(flops) else math.inf,
+                str(r.get("trial_id")))
+
+    pool = [r for r in rows if ok(r)]
+    return min(pool, key=key) if pool else None

@@ -29,11 +29,10 @@ from typing import Any
 
 from evaluators.budget import format_flops
 from evaluators.flops import count, flops_range
+from results.runfolder import RunFolder, RunFolderError, probe_writable, safe_name
 from search.progress import DecodeProgress
-from search.runfolder import RunFolder, RunFolderError, probe_writable, safe_name
 from search.settings import MAX_SEED, RunSettings, SettingsError
 from space import (
-    ArchitectureError,
     UserError,
     architecture_from_dict,
     create_architecture,
@@ -239,7 +238,7 @@ class _Run:
         self.dispatched = 0
         self.started = time.time()
         for r in self.rows:  # results of an earlier (killed) run of this folder
-            arch = _row_arch(folder, r)
+            arch = folder.row_architecture(r)
             self.source.remember(arch, top1=r["top1"] if r["status"] != "failed" else None,
                                  flops=r["flops"], latency_ms=r["latency_ms"])
 
@@ -432,7 +431,7 @@ def run_search(settings: RunSettings, out_dir: str | os.PathLike, *,
         settings.resumable_from(old)
         _run_reference_ms(folder, old_meta)
         for row in folder.read_trials():  # a damaged table is refused before anything is written
-            _row_arch(folder, row)
+            folder.row_architecture(row)
         folder.read_curves()
     elif folder.path.exists() and any(p != folder.lock_path for p in folder.path.iterdir()):
         raise SettingsError(f"--out {str(folder.path)!r} exists and is not a GhostNAS run "
@@ -550,17 +549,6 @@ def _trained_curves(rows: list[dict], curves: list[dict]) -> dict[str, dict[int,
 
 def _count(n: int, noun: str) -> str:
     return f"{n} {noun}{'' if n == 1 else 's'}"
-
-
-def _row_arch(folder: RunFolder, row: dict):
-    """The architecture of a trials.csv row; a one-line error if the cell is damaged."""
-    try:
-        return architecture_from_dict(json.loads(row["arch"] or ""))
-    except (json.JSONDecodeError, RecursionError, ArchitectureError) as exc:
-        why = str(exc) if isinstance(exc, ArchitectureError) else "not valid JSON"
-        raise RunFolderError(f"{folder.trials_path}: trial {row['trial_id']!r}: its arch "
-                             f"{why}; the file is damaged (restore it, or pass a new --out)"
-                             ) from None
 
 
 def _ray_error(trial) -> str:
@@ -771,7 +759,7 @@ def _this_machine() -> dict[str, float]:
     devices torch sees."""
     import torch
 
-    from evaluators.proxy import available_cpus
+    from evaluators.device import available_cpus
 
     return {"CPU": float(available_cpus()), "GPU": float(torch.cuda.device_count())}
 
@@ -979,7 +967,7 @@ def _measure_latencies(run: _Run) -> None:
     else:
         run.log(f"  reference block: {reference_ms:.3f} ms, this run's unit (from run.json)")
     for i, row in enumerate(todo, 1):
-        arch = _row_arch(run.folder, row)
+        arch = run.folder.row_architecture(row)
         rec = measure_latency(arch, resolution=224, batch=1, device="cpu", threads=1,
                               reference_ms=reference_ms)
         row["latency_ms"] = rec.latency_ms

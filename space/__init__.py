@@ -1,6 +1,6 @@
 """The GhostNet design space: blocks, architecture values and files, reference models."""
 
-from space._utils import ArchitectureError, UserError, make_divisible
+from space.checks import ArchitectureError, UserError
 from space.ghostnet import Architecture, Block, GhostNet, ghostnet_arch
 from space.io import (
     ArchLike,
@@ -10,6 +10,7 @@ from space.io import (
     resolve_architecture,
     save_architecture,
 )
+from space.layers import make_divisible
 from space.mobilenetv3 import MBBlock, MobileNetV3, MobileNetV3Arch
 from space.registry import Published, create_architecture, list_models, published
 

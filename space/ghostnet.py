@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from space._utils import (
+from space.checks import (
     ArchitectureError,
     check_bool,
     check_channels,
@@ -31,9 +31,8 @@ from space._utils import (
     check_keys,
     check_version,
     check_width,
-    make_divisible,
 )
-from space.layers import PooledConv
+from space.layers import PooledConv, make_divisible
 from space.registry import Published, register_model
 
 __all__ = [

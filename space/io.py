@@ -1,4 +1,9 @@
-"""Architecture files: JSON only, size-limited, dispatched on the optional ``family`` key."""
+"""Files: bounded JSON reading, atomic writing, and architecture files.
+
+Architecture files are JSON only, size-limited, dispatched on the optional ``family`` key. Every
+file GhostNAS writes (run tables, latency tables, checkpoints, caches) is replaced atomically
+through :func:`atomic_write`, so a reader or a kill mid-write never sees a torn file.
+"""
 
 from __future__ import annotations
 
@@ -6,21 +11,56 @@ import codecs
 import json
 import os
 import sys
+import tempfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
-from space._utils import ArchitectureError, json_kind
+from space.checks import ArchitectureError, json_kind
 from space.ghostnet import Architecture
 from space.mobilenetv3 import MobileNetV3Arch
 from space.registry import create_architecture, list_models
 
 __all__ = ["ArchLike", "FAMILIES", "MAX_JSON_BYTES", "architecture_from_dict", "read_json_file",
-           "load_architecture", "save_architecture", "resolve_architecture"]
+           "load_architecture", "save_architecture", "resolve_architecture", "atomic_write",
+           "atomic_write_text", "FILE_MODE"]
 
 ArchLike = Architecture | MobileNetV3Arch
 FAMILIES: dict[str, type] = {Architecture.family: Architecture,
                              MobileNetV3Arch.family: MobileNetV3Arch}
 MAX_JSON_BYTES = 4 * 1024 * 1024  # architecture, space and latency-table files are far smaller
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+FILE_MODE = 0o666 & ~_umask()  # what open() gives a new file; mkstemp alone gives 0600
+
+
+def atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], None]) -> None:
+    """Replace ``path`` with what ``write`` writes to a binary file object, so that readers see
+    the old or the new file, never a mix: a temporary file beside it, fsync, ``os.replace``. A
+    kill mid-write may leave a ``.<name>.<random>.tmp`` file, which nothing reads."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        os.fchmod(fd, FILE_MODE)
+        with os.fdopen(fd, "wb") as fh:
+            write(fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    """:func:`atomic_write` of ``text`` as UTF-8 (newlines written as given)."""
+    atomic_write(path, lambda fh: fh.write(text.encode("utf-8")))
 
 
 class _DuplicateKey(ValueError):
@@ -108,7 +148,7 @@ def save_architecture(arch: ArchLike, path: str | os.PathLike, *,
     data = arch.to_dict()
     if provenance is not None:
         data["provenance"] = provenance
-    Path(path).write_text(json.dumps(data, indent=1) + "\n", encoding="utf-8")
+    atomic_write_text(path, json.dumps(data, indent=1) + "\n")
     return data
 
 

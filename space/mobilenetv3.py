@@ -15,7 +15,7 @@ from typing import Any, ClassVar, NamedTuple
 import torch
 from torch import nn
 
-from space._utils import (
+from space.checks import (
     ArchitectureError,
     check_bool,
     check_channels,
@@ -26,10 +26,9 @@ from space._utils import (
     check_keys,
     check_version,
     check_width,
-    make_divisible,
 )
 from space.ghostnet import FORMAT_VERSION
-from space.layers import PooledConv
+from space.layers import PooledConv, make_divisible
 from space.registry import Published, register_model
 
 __all__ = ["MBBlock", "MobileNetV3Arch", "MBPlan", "MobileNetV3"]

@@ -27,7 +27,7 @@ import random
 from dataclasses import dataclass
 from typing import Any, ClassVar, Protocol
 
-from space._utils import (
+from space.checks import (
     ArchitectureError,
     UserError,
     check_channels,

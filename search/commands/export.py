@@ -37,7 +37,7 @@ def run(args: argparse.Namespace) -> int:
                  if args.max_flops is not None else None)
     max_latency = (parse_latency_ms(args.max_latency, option="--max-latency")
                    if args.max_latency is not None else None)
-    from search.runfolder import RunFolder
+    from results.runfolder import RunFolder
 
     RunFolder(args.run_dir).refuse_output(args.out)
     result = export_architecture(args.run_dir, out=args.out, trial_id=args.trial,

@@ -81,7 +81,7 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from evaluators.latency import LatencyError, TableSettings, build_table
-    from search.runfolder import check_output_file, probe_writable
+    from results.runfolder import check_output_file, probe_writable
     from space import UserError, create_architecture, list_models
     from space.search_space import load_space
 

@@ -25,7 +25,7 @@ def run(args: argparse.Namespace) -> int:
 
     from evaluators.budget import format_flops
     from results import load_run, pareto_table, write_report
-    from search.runfolder import RunFolder
+    from results.runfolder import RunFolder
 
     if args.out is not None:
         RunFolder(args.run_dir).refuse_output(

@@ -94,8 +94,8 @@ def run(args: argparse.Namespace) -> int:
     from evaluators.budget import parse_flops, parse_latency_ms
     from results.pareto import pareto_front
     from results.report import write_report
+    from results.runfolder import RunFolder
     from results.table import load_run
-    from search.runfolder import RunFolder
     from search.settings import RunSettings, SettingsError
     from search.tune import SearchInterrupted, run_search
 

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from evaluators.data import DATASETS
-from evaluators.proxy import available_cpus
+from evaluators.device import available_cpus
 from search.settings import seed_arg
 from space import UserError
 
@@ -312,7 +312,7 @@ def _train(args: argparse.Namespace) -> int:
 
     from evaluators import count
     from evaluators.data import default_cache_dir, load_dataset
-    from evaluators.proxy import resolve_device
+    from evaluators.device import resolve_device
     from evaluators.scratch import (
         CHECKPOINT_NAME,
         IMAGENET_MEAN,
@@ -324,8 +324,8 @@ def _train(args: argparse.Namespace) -> int:
         train_from_scratch,
     )
     from search.progress import DecodeProgress
-    from search.runfolder import atomic_write_text
     from space import list_models, load_architecture, resolve_architecture
+    from space.io import atomic_write_text
 
     wall = time.perf_counter()
     if not args.out.strip():

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from evaluators.flops import count
-from search.runfolder import RunFolder
+from results.runfolder import RunFolder
 from space import create_architecture
 from tests.helpers import random_architecture
 

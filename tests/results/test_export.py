@@ -9,8 +9,8 @@ import pytest
 
 from evaluators.flops import count
 from results.export import ExportError, export_architecture, provenance, select_trial
+from results.runfolder import RunFolder
 from results.table import load_run
-from search.runfolder import RunFolder
 from space import architecture_from_dict, load_architecture
 from tests.results._runs import make_run
 

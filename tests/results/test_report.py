@@ -25,8 +25,8 @@ from results.report import (
     pareto_table,
     write_report,
 )
+from results.runfolder import RunFolder, RunFolderError
 from results.table import load_run
-from search.runfolder import RunFolder, RunFolderError
 from space import create_architecture
 from tests.results._runs import REFERENCES, make_run, row_for
 

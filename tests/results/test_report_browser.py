@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from results.report import PLOT_IDS, write_report
-from search.runfolder import RunFolder
+from results.runfolder import RunFolder
 from tests.results._runs import REFERENCES, make_run
 
 CHROMIUM = Path("/usr/bin/chromium")

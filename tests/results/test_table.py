@@ -9,8 +9,8 @@ import threading
 import numpy as np
 import pytest
 
+from results.runfolder import CURVE_COLUMNS, TRIAL_COLUMNS, RunFolder, RunFolderError
 from results.table import DESIGN_COLUMNS, load_run, usable
-from search.runfolder import CURVE_COLUMNS, TRIAL_COLUMNS, RunFolder, RunFolderError
 from tests.results._runs import REFERENCES, make_run
 
 
@@ -107,3 +107,22 @@ def test_reading_while_the_run_writes_sees_whole_snapshots(tmp_path):
         stop.set()
         thread.join()
     assert not list(tmp_path.glob(".*.tmp"))
+
+
+def test_best_candidate_is_one_rule_highest_top1_then_fewer_flops_then_earlier_id():
+    from results.table import best_candidate
+
+    def row(tid, top1, flops, status="finished", kind="candidate", latency=None):
+        return {"trial_id": tid, "kind": kind, "status": status, "top1": top1, "flops": flops,
+                "latency_ms": latency}
+
+    rows = [row("c0003", 90.0, 50e6), row("c0001", 91.0, 80e6), row("c0002", 91.0, 60e6),
+            row("c0004", 91.0, 60e6), row("c0005", 99.0, 10e6, status="early_stopped"),
+            row("c0006", None, 10e6, status="failed"),
+            row("ref-ghostnet_100", 99.5, 141e6, kind="reference")]
+    assert best_candidate(rows)["trial_id"] == "c0002"  # tie on top1: fewer FLOPs, then id
+    assert best_candidate(rows, max_flops=55e6)["trial_id"] == "c0003"
+    assert best_candidate(rows, max_flops=1e6) is None
+    timed = [row("c0001", 91.0, 80e6, latency=5.0), row("c0002", 95.0, 60e6, latency=9.0)]
+    assert best_candidate(timed, max_latency_ms=6.0)["trial_id"] == "c0001"
+    assert best_candidate([]) is None

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import pytest
 
-from search.runfolder import RunFolder
+from results.runfolder import RunFolder
 from search.settings import RunSettings
 from space import create_architecture
 from space.io import MAX_JSON_BYTES

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 from results import load_run, pareto_table
+from results.runfolder import RunFolder
 from search.cli import main
-from search.runfolder import RunFolder
 from space import load_architecture
 from tests.results._runs import make_run
 

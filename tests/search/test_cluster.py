@@ -30,7 +30,7 @@ from pathlib import Path
 
 import pytest
 
-from search.runfolder import RunFolder
+from results.runfolder import RunFolder
 from tests.search._procs import cmdline, free_port, kill_session, session_pids
 
 ROOT = Path(__file__).resolve().parents[2]

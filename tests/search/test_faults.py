@@ -18,7 +18,7 @@ import optuna
 import pytest
 
 from results import load_run, write_report
-from search.runfolder import RunFolder
+from results.runfolder import RunFolder
 from search.settings import RunSettings
 from search.tune import STUDY_NAME, _storage, _study_exists
 from space import create_architecture
@@ -54,7 +54,7 @@ def _tables(tmp: Path) -> dict[int, str]:
 WRITER = textwrap.dedent("""
     import sys
     from pathlib import Path
-    from search.runfolder import atomic_write_text
+    from space.io import atomic_write_text
     target, sources = Path(sys.argv[1]), [Path(p).read_text() for p in sys.argv[2:]]
     print("ready", flush=True)
     i = 0
@@ -173,7 +173,7 @@ def test_a_damaged_journal_is_one_line_and_run_json_is_untouched(tmp_path, damag
 
 HOLDER = textwrap.dedent("""
     import sys, time
-    from search.runfolder import RunFolder
+    from results.runfolder import RunFolder
     with RunFolder(sys.argv[1]).lock():
         print("locked", flush=True)
         time.sleep(600)

@@ -7,8 +7,8 @@ import types
 import pytest
 
 import evaluators.latency as latency
+from results.runfolder import RunFolder, RunFolderError
 from search import tune
-from search.runfolder import RunFolder, RunFolderError
 from space import create_architecture
 from tests.results._runs import row_for
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from search.runfolder import RunFolder
+from results.runfolder import RunFolder
 from tests.search._procs import descendants, is_loopback, listening
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -16,7 +16,7 @@ import optuna
 import pytest
 
 from evaluators.flops import count
-from search.runfolder import RunFolder
+from results.runfolder import RunFolder
 from space import architecture_from_dict
 from space.search_space import default_space
 

@@ -13,8 +13,8 @@ from types import SimpleNamespace
 import pytest
 
 from evaluators.latency import LatencyTable, LatencyTableError
-from search.runfolder import RunFolder, RunFolderError, safe_name
-from search.tune import _row_arch, _trial_dirname
+from results.runfolder import RunFolder, RunFolderError, safe_name
+from search.tune import _trial_dirname
 from space import ArchitectureError, create_architecture, load_architecture
 from space.io import MAX_JSON_BYTES
 from space.search_space import SpaceError, load_space
@@ -104,12 +104,12 @@ def test_oversized_or_nested_files_are_refused(tmp_path, kind, content, expect):
 def test_a_damaged_arch_cell_is_a_one_line_error(tmp_path):
     folder = RunFolder(tmp_path)
     good = json.dumps(create_architecture("ghostnet_050").to_dict())
-    assert _row_arch(folder, {"trial_id": "c0001", "arch": good}) == \
+    assert folder.row_architecture({"trial_id": "c0001", "arch": good}) == \
         create_architecture("ghostnet_050")
     for cell, expect in (("[" * 50_000, "not valid JSON"), ("{oops", "not valid JSON"),
                          ("", "not valid JSON"), ('{"width": -1}', "width")):
         with pytest.raises(RunFolderError) as info:
-            _row_arch(folder, {"trial_id": "c0001", "arch": cell})
+            folder.row_architecture({"trial_id": "c0001", "arch": cell})
         assert expect in str(info.value) and "trials.csv" in str(info.value)
 
 

@@ -32,10 +32,11 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from space import ArchitectureError, UserError, read_json_file
+from space import ArchitectureError, ArchLike, UserError, architecture_from_dict, read_json_file
+from space.io import FILE_MODE, atomic_write_text
 
 __all__ = ["TRIAL_COLUMNS", "CURVE_COLUMNS", "STATUSES", "KINDS", "RunFolder", "RunFolderError",
-           "atomic_write_text", "safe_name"]
+           "safe_name", "parse_arch_cell", "check_output_file", "probe_writable"]
 
 # trial_id      candidates "c0001"...; references "ref-<name>"
 # kind          "candidate" | "reference"
@@ -81,29 +82,17 @@ def safe_name(text: str, *, default: str = "trial", max_len: int = 100) -> str:
     return name or default
 
 
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
+def parse_arch_cell(text: str | None) -> ArchLike:
+    """The architecture in a trials.csv ``arch`` cell (space's JSON format on one line).
 
-
-_FILE_MODE = 0o666 & ~_umask()  # what open() would have given; mkstemp alone gives 0600
-
-
-def atomic_write_text(path: str | os.PathLike, text: str) -> None:
-    """Replace ``path`` with ``text`` so that readers see the old or the new file, never a mix."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    Raises :class:`space.ArchitectureError` naming what is wrong: not JSON, or not a valid
+    architecture. The one parser of the cell; callers decide what a bad cell means to them.
+    """
     try:
-        os.fchmod(fd, _FILE_MODE)
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+        data = json.loads(text or "")
+    except (json.JSONDecodeError, RecursionError, TypeError):
+        raise ArchitectureError("not valid JSON") from None
+    return architecture_from_dict(data)
 
 
 def _to_csv(columns: tuple[str, ...], rows: list[dict[str, Any]]) -> str:
@@ -243,6 +232,15 @@ class RunFolder:
                 "folder of a 'python -m search run'")
         return self
 
+    def row_architecture(self, row: dict[str, Any]) -> ArchLike:
+        """The architecture of a trials.csv ``row``; a one-line error if its cell is damaged."""
+        try:
+            return parse_arch_cell(row["arch"])
+        except ArchitectureError as exc:
+            raise RunFolderError(f"{self.trials_path}: trial {row['trial_id']!r}: its arch "
+                                 f"{exc}; the file is damaged (restore it, or pass a new --out)"
+                                 ) from None
+
     # -- run.json ------------------------------------------------------------------------
 
     def read_meta(self) -> dict[str, Any]:
@@ -327,7 +325,7 @@ class RunFolder:
             yield
             return
         self.path.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, _FILE_MODE)
+        fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, FILE_MODE)
         try:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

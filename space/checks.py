@@ -1,24 +1,14 @@
-"""Helpers shared by every model family: channel rounding and field validation."""
+"""Input checks shared by every package: the user-error classes and the one number check.
+
+Every value a user gives (an architecture file, an option, a config field) is checked here, so
+each message has one wording: ``<where>: got <value>, expected <what is allowed>``.
+"""
 
 from __future__ import annotations
 
 import json
 import math
 from typing import Any
-
-
-def make_divisible(value: float, divisor: int = 4, min_value: int | None = None) -> int:
-    """Round ``value`` to the nearest multiple of ``divisor``, never dropping below 90% of it.
-
-    The one channel-rounding rule of GhostNet (divisor 4) and MobileNetV3 (divisor 8), as in the
-    official implementations and timm. Every channel count in this project goes through here.
-    """
-    if min_value is None:
-        min_value = divisor
-    new_value = max(min_value, int(value + divisor / 2) // divisor * divisor)
-    if new_value < 0.9 * value:  # rounding down must not remove more than 10% of the channels
-        new_value += divisor
-    return new_value
 
 
 class UserError(ValueError):
@@ -41,8 +31,10 @@ def shown(value: Any) -> str:
 
 
 def check_int(where: str, value: Any, *, minimum: int = 1, maximum: int | None = None,
-              odd: bool = False, choices: tuple[int, ...] | None = None) -> int:
-    """Return ``value`` if it is an int (not a bool) meeting the rule, else raise naming ``where``."""
+              odd: bool = False, choices: tuple[int, ...] | None = None,
+              error: type[UserError] = ArchitectureError) -> int:
+    """Return ``value`` if it is an int (not a bool) meeting the rule, else raise ``error``
+    naming ``where``."""
     if choices is not None:
         allowed = " or ".join(str(c) for c in choices)
     else:
@@ -57,13 +49,15 @@ def check_int(where: str, value: Any, *, minimum: int = 1, maximum: int | None =
             ok = (value >= minimum and (maximum is None or value <= maximum)
                   and (not odd or value % 2 == 1))
     if not ok:
-        raise ArchitectureError(f"{where}: got {shown(value)}, expected {allowed}")
+        raise error(f"{where}: got {shown(value)}, expected {allowed}")
     return value
 
 
 def check_float(where: str, value: Any, *, low: float, high: float | None = None,
-                low_inclusive: bool = False, high_inclusive: bool = False) -> float:
-    """Return ``value`` as a float if it is a finite real number in the range, else raise."""
+                low_inclusive: bool = False, high_inclusive: bool = False,
+                error: type[UserError] = ArchitectureError) -> float:
+    """Return ``value`` as a float if it is a finite real number in the range, else raise
+    ``error`` naming ``where``."""
     lo = f"{'>=' if low_inclusive else '>'} {low:g}"
     hi = "" if high is None else f" and {'<=' if high_inclusive else '<'} {high:g}"
     allowed = f"a number {lo}{hi}"
@@ -73,7 +67,7 @@ def check_float(where: str, value: Any, *, low: float, high: float | None = None
         if ok and high is not None:
             ok = value <= high if high_inclusive else value < high
     if not ok:
-        raise ArchitectureError(f"{where}: got {shown(value)}, expected {allowed}")
+        raise error(f"{where}: got {shown(value)}, expected {allowed}")
     return float(value)
 
 
