@@ -8,7 +8,6 @@ it. Choosing the trial (:func:`select_trial`) is separate from writing it
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from datetime import datetime, timezone
@@ -18,9 +17,9 @@ from typing import Any, NamedTuple
 import pandas as pd
 
 from evaluators.budget import format_flops
-from results.runfolder import check_output_file
-from results.table import RunData, load_run
-from space import ArchitectureError, ArchLike, UserError, architecture_from_dict, save_architecture
+from results.runfolder import ArchCellNotJSON, check_output_file, parse_arch_cell
+from results.table import RunData, best_candidate, candidates, load_run
+from space import ArchitectureError, ArchLike, UserError, save_architecture
 
 __all__ = ["ExportError", "Exported", "select_trial", "trial_architecture", "provenance",
            "export_architecture"]
@@ -44,73 +43,80 @@ def _ids(rows: pd.DataFrame, limit: int = 5) -> str:
 
 def select_trial(run: RunData, *, trial_id: str | None = None, best: bool = False,
                  max_flops: float | None = None, max_latency_ms: float | None = None) -> pd.Series:
-    """The row to export: ``trial_id``, or with ``best`` the highest top1 among finished candidates
-    within ``max_flops`` / ``max_latency_ms`` (ties: fewer FLOPs, then the earlier trial id)."""
+    """The row to export: ``trial_id``, or with ``best`` the run's best candidate
+    (:func:`results.table.best_candidate`) within ``max_flops`` / ``max_latency_ms``."""
     if (trial_id is None) == (not best):
         raise ValueError("trial_id/best: give exactly one")
-    trials = run.trials
-    cands = trials[trials["kind"] == "candidate"]
-    if trial_id is not None:
-        if max_flops is not None or max_latency_ms is not None:
-            raise ExportError("--max-flops/--max-latency choose among trials with --best; "
-                              "drop them or use --best instead of --trial")
-        match = trials[trials["trial_id"] == trial_id]
-        if match.empty:
-            hint = (f"valid candidate ids: {_ids(cands)}" if len(cands)
-                    else "the run has no candidate trials yet")
-            raise ExportError(f"unknown trial id {trial_id!r} in {str(run.path)!r}; {hint}")
-        row = match.iloc[-1]
-        if row["kind"] == "reference":
-            name = row["name"] or trial_id.removeprefix("ref-")
-            raise ExportError(
-                f"trial {trial_id!r} is the reference model {name!r}, not a found architecture; "
-                f"use its registered name instead (e.g. python -m search show {name})")
-        if row["status"] == "failed":
-            why = f" ({row['error']})" if row["error"] else ""
-            raise ExportError(f"trial {trial_id!r} failed{why}; it has no result to export; "
-                              "choose a finished trial or use --best")
-        return row
+    if trial_id is None:
+        return _best_trial(run, max_flops=max_flops, max_latency_ms=max_latency_ms)
+    if max_flops is not None or max_latency_ms is not None:
+        raise ExportError("--max-flops/--max-latency choose among trials with --best; "
+                          "drop them or use --best instead of --trial")
+    return _named_trial(run, trial_id)
 
+
+def _named_trial(run: RunData, trial_id: str) -> pd.Series:
+    """The row of ``trial_id``, or an error unless it is a candidate with a result."""
+    trials = run.trials
+    match = trials[trials["trial_id"] == trial_id]
+    if match.empty:
+        cands = candidates(trials)
+        hint = (f"valid candidate ids: {_ids(cands)}" if len(cands)
+                else "the run has no candidate trials yet")
+        raise ExportError(f"unknown trial id {trial_id!r} in {str(run.path)!r}; {hint}")
+    row = match.iloc[-1]
+    if row["kind"] == "reference":
+        name = row["name"] or trial_id.removeprefix("ref-")
+        raise ExportError(
+            f"trial {trial_id!r} is the reference model {name!r}, not a found architecture; "
+            f"use its registered name instead (e.g. python -m search show {name})")
+    if row["status"] == "failed":
+        why = f" ({row['error']})" if row["error"] else ""
+        raise ExportError(f"trial {trial_id!r} failed{why}; it has no result to export; "
+                          "choose a finished trial or use --best")
+    return row
+
+
+def _best_trial(run: RunData, *, max_flops: float | None,
+                max_latency_ms: float | None) -> pd.Series:
+    """The row :func:`results.table.best_candidate` picks, or an error that says which limit
+    left nothing and what the closest candidate is."""
+    cands = candidates(run.trials)
     finished = cands[(cands["status"] == "finished") & cands["top1"].notna()]
     if finished.empty:
         raise ExportError(f"no finished candidate trial in {str(run.path)!r} yet; "
                           "nothing to choose with --best")
-    pool = finished
-    if max_flops is not None:
-        pool = pool[pool["flops"] <= max_flops]
-        if pool.empty:
-            known = finished[finished["flops"].notna()]
-            smallest = (f"the smallest among finished candidates is "
-                        f"{format_flops(known['flops'].min())} "
-                        f"({known.loc[known['flops'].idxmin(), 'trial_id']})"
-                        if len(known) else "no finished candidate has FLOPs recorded")
-            raise ExportError(f"no finished candidate within --max-flops "
-                              f"{format_flops(max_flops)} ({int(max_flops):,} MACs); {smallest}")
-    if max_latency_ms is not None:
-        timed = finished[finished["latency_ms"].notna()]
-        pool = pool[pool["latency_ms"] <= max_latency_ms]
-        if pool.empty:
-            if timed.empty:
-                raise ExportError("--max-latency: this run recorded no latency for any finished "
-                                  "candidate (latency not measured); drop --max-latency")
-            fastest = timed.loc[timed["latency_ms"].idxmin()]
-            within = " that is also within --max-flops" if max_flops is not None else ""
-            raise ExportError(f"no finished candidate{within} within --max-latency "
-                              f"{max_latency_ms:g} ms; the fastest finished candidate takes "
-                              f"{fastest['latency_ms']:.3g} ms ({fastest['trial_id']})")
-    ranked = pool.assign(_f=pool["flops"].fillna(math.inf)).sort_values(
-        ["top1", "_f", "trial_id"], ascending=[False, True, True], kind="stable")
-    return ranked.iloc[0].drop("_f")
+    best = best_candidate(finished.to_dict("records"), max_flops=max_flops,
+                          max_latency_ms=max_latency_ms)
+    if best is not None:
+        return finished[finished["trial_id"] == best["trial_id"]].iloc[0]
+    if max_flops is not None and not (finished["flops"] <= max_flops).any():
+        known = finished[finished["flops"].notna()]
+        smallest = (f"the smallest among finished candidates is "
+                    f"{format_flops(known['flops'].min())} "
+                    f"({known.loc[known['flops'].idxmin(), 'trial_id']})"
+                    if len(known) else "no finished candidate has FLOPs recorded")
+        raise ExportError(f"no finished candidate within --max-flops "
+                          f"{format_flops(max_flops)} ({int(max_flops):,} MACs); {smallest}")
+    assert max_latency_ms is not None  # with no limit left, best_candidate finds a row
+    timed = finished[finished["latency_ms"].notna()]
+    if timed.empty:
+        raise ExportError("--max-latency: this run recorded no latency for any finished "
+                          "candidate (latency not measured); drop --max-latency")
+    fastest = timed.loc[timed["latency_ms"].idxmin()]
+    within = " that is also within --max-flops" if max_flops is not None else ""
+    raise ExportError(f"no finished candidate{within} within --max-latency "
+                      f"{max_latency_ms:g} ms; the fastest finished candidate takes "
+                      f"{fastest['latency_ms']:.3g} ms ({fastest['trial_id']})")
 
 
 def trial_architecture(row: pd.Series) -> ArchLike:
     """The architecture value of a trials.csv row."""
     try:
-        return architecture_from_dict(json.loads(row["arch"]))
-    except (json.JSONDecodeError, TypeError, RecursionError):
-        raise ExportError(f"trial {row['trial_id']!r}: its arch cell is not valid JSON") from None
+        return parse_arch_cell(row["arch"])
     except ArchitectureError as exc:
-        raise ExportError(f"trial {row['trial_id']!r}: {exc}") from None
+        what = "its arch cell is " if isinstance(exc, ArchCellNotJSON) else ""
+        raise ExportError(f"trial {row['trial_id']!r}: {what}{exc}") from None
 
 
 def _num(value: Any, cast: type) -> Any:

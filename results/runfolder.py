@@ -36,7 +36,7 @@ from space import ArchitectureError, ArchLike, UserError, architecture_from_dict
 from space.io import FILE_MODE, atomic_write_text
 
 __all__ = ["TRIAL_COLUMNS", "CURVE_COLUMNS", "STATUSES", "KINDS", "RunFolder", "RunFolderError",
-           "safe_name", "parse_arch_cell", "check_output_file", "probe_writable"]
+           "safe_name", "parse_arch_cell", "ArchCellNotJSON", "check_output_file", "probe_writable"]
 
 # trial_id      candidates "c0001"...; references "ref-<name>"
 # kind          "candidate" | "reference"
@@ -82,6 +82,10 @@ def safe_name(text: str, *, default: str = "trial", max_len: int = 100) -> str:
     return name or default
 
 
+class ArchCellNotJSON(ArchitectureError):
+    """An ``arch`` cell that is not JSON at all (as opposed to JSON of an invalid network)."""
+
+
 def parse_arch_cell(text: str | None) -> ArchLike:
     """The architecture in a trials.csv ``arch`` cell (space's JSON format on one line).
 
@@ -91,7 +95,7 @@ def parse_arch_cell(text: str | None) -> ArchLike:
     try:
         data = json.loads(text or "")
     except (json.JSONDecodeError, RecursionError, TypeError):
-        raise ArchitectureError("not valid JSON") from None
+        raise ArchCellNotJSON("not valid JSON") from None
     return architecture_from_dict(data)
 
 

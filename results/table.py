@@ -13,7 +13,6 @@ be parsed keeps NaN design columns and an empty ``describe`` (the report still d
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from collections.abc import Iterable, Mapping
@@ -23,8 +22,8 @@ from typing import Any, NamedTuple
 import numpy as np
 import pandas as pd
 
-from results.runfolder import CURVE_COLUMNS, TRIAL_COLUMNS, RunFolder
-from space import Architecture, ArchitectureError, architecture_from_dict
+from results.runfolder import CURVE_COLUMNS, TRIAL_COLUMNS, RunFolder, parse_arch_cell
+from space import Architecture, ArchitectureError
 
 __all__ = ["RunData", "load_run", "design_columns", "DESIGN_COLUMNS", "NUMERIC_TRIAL_COLUMNS",
            "usable", "competing", "candidates", "best_candidate"]
@@ -63,8 +62,8 @@ def design_columns(arch_json: str | None) -> dict[str, Any]:
     if not arch_json:
         return row
     try:
-        arch = architecture_from_dict(json.loads(arch_json))
-    except (ArchitectureError, json.JSONDecodeError, TypeError, RecursionError):
+        arch = parse_arch_cell(arch_json)
+    except ArchitectureError:  # a damaged row is still drawn, without its design
         return row
     blocks = arch.blocks
     row.update(

@@ -16,10 +16,8 @@ from tests.results._runs import make_run
 
 
 @pytest.fixture(scope="module")
-def run_dir(tmp_path_factory):
-    path = tmp_path_factory.mktemp("run")
-    make_run(path, n=14, failed=2, early_stopped=2)
-    return path
+def run_dir(make_run_dir):
+    return make_run_dir(n=14, failed=2, early_stopped=2)
 
 
 @pytest.fixture(scope="module")

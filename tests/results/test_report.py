@@ -32,11 +32,10 @@ from tests.results._runs import REFERENCES, make_run, row_for
 
 
 @pytest.fixture(scope="module")
-def run_dir(tmp_path_factory):
-    path = tmp_path_factory.mktemp("run")
-    make_run(path, n=16, failed=3, early_stopped=2,
-             meta={"latency_budget_ms": 6.0, "objectives": ["top1", "flops", "latency_ms"]})
-    return path
+def run_dir(make_run_dir):
+    return make_run_dir(n=16, failed=3, early_stopped=2,
+                        meta={"latency_budget_ms": 6.0,
+                              "objectives": ["top1", "flops", "latency_ms"]})
 
 
 @pytest.fixture(scope="module")
