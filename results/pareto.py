@@ -29,6 +29,7 @@ import pandas as pd
 from results.table import competing, usable
 
 __all__ = ["pareto_mask", "pareto_front", "hypervolume", "reference_point", "trial_order",
+           "nondominated_fronts", "crowding_distance",
            "History", "hypervolume_history", "best_under_budget_history", "BUDGET_KEYS",
            "run_budget"]
 
@@ -200,3 +201,59 @@ def best_under_budget_history(df: pd.DataFrame, *, budget: float | None = None,
     best = np.maximum.accumulate(ys) if len(ys) else ys
     best = np.where(np.isneginf(best), np.nan, best)
     return History(np.arange(1, len(rows) + 1), tuple(rows["trial_id"]), best)
+
+
+def nondominated_fronts(points: Any) -> list[list[int]]:
+    """Non-dominated sorting of points in any number of objectives, all to be maximised:
+    the indices of the first front (no point dominates them), then of the second (dominated
+    only by the first), and so on (Deb et al., NSGA-II, 2002). Points with a non-finite value
+    come last, in one front of their own."""
+    pts = np.asarray(points, dtype=np.float64)
+    if pts.ndim != 2:
+        raise ValueError(f"points: expected a 2-D array (points x objectives), got {pts.shape}")
+    n = len(pts)
+    finite = np.isfinite(pts).all(axis=1)
+    idx = [i for i in range(n) if finite[i]]
+    # dominated_by[i]: how many points dominate i; beats[i]: the points i dominates
+    dominated_by = {i: 0 for i in idx}
+    beats: dict[int, list[int]] = {i: [] for i in idx}
+    for a in idx:
+        for b in idx:
+            if a != b and np.all(pts[a] >= pts[b]) and np.any(pts[a] > pts[b]):
+                beats[a].append(b)
+                dominated_by[b] += 1
+    fronts: list[list[int]] = []
+    current = [i for i in idx if dominated_by[i] == 0]
+    while current:
+        fronts.append(current)
+        nxt = []
+        for a in current:
+            for b in beats[a]:
+                dominated_by[b] -= 1
+                if dominated_by[b] == 0:
+                    nxt.append(b)
+        current = sorted(nxt)
+    rest = [i for i in range(n) if not finite[i]]
+    if rest:
+        fronts.append(rest)
+    return fronts
+
+
+def crowding_distance(points: Any) -> np.ndarray:
+    """NSGA-II's crowding distance of each point of one front: the sum over objectives of the
+    gap between its two neighbours along that objective, divided by the objective's range;
+    the extremes of every objective get infinity, so a front's ends are always preferred."""
+    pts = np.asarray(points, dtype=np.float64)
+    n = len(pts)
+    dist = np.zeros(n)
+    if n <= 2:
+        return np.full(n, math.inf)
+    for j in range(pts.shape[1]):
+        order = np.argsort(pts[:, j], kind="stable")
+        lo, hi = pts[order[0], j], pts[order[-1], j]
+        dist[order[0]] = dist[order[-1]] = math.inf
+        if hi == lo:
+            continue
+        for k in range(1, n - 1):
+            dist[order[k]] += (pts[order[k + 1], j] - pts[order[k - 1], j]) / (hi - lo)
+    return dist

@@ -42,7 +42,7 @@ from space.checks import (
 from space.ghostnet import _GHOSTNET_TABLE, Architecture, Block
 
 __all__ = ["SearchSpace", "StageSpace", "BlockSpace", "SpaceError", "Trial", "default_space",
-           "load_space"]
+           "load_space", "edits"]
 
 
 class SpaceError(UserError):
@@ -297,6 +297,25 @@ class SearchSpace:
             return cls(stages=tuple(stages), **extra)
         except ArchitectureError as exc:
             raise SpaceError(str(exc)) from None
+
+
+def edits(a: Architecture, b: Architecture) -> int | None:
+    """How many of the space's dimensions differ between two GhostNet tables: the width, each
+    stage's output channels, depth and ``k``, and each block's #exp, SE, ``s`` and ``d`` in the
+    blocks both have (adding or removing blocks is the one depth edit). None when the tables
+    have different numbers of stages (no edit path in a space of fixed stages).
+
+    One or two edits from a reference model is its *neighbour*, not a new design.
+    """
+    if not isinstance(a, Architecture) or not isinstance(b, Architecture) \
+            or len(a.stages) != len(b.stages):
+        return None
+    n = int(a.width != b.width)
+    for sa, sb in zip(a.stages, b.stages, strict=True):
+        n += (sa[0].out != sb[0].out) + (len(sa) != len(sb)) + (sa[0].k != sb[0].k)
+        for ba, bb in zip(sa, sb, strict=False):  # the blocks both stages have
+            n += sum(getattr(ba, key) != getattr(bb, key) for key in BlockSpace.KEYS)
+    return n
 
 
 class _RandomTrial:
