@@ -53,19 +53,43 @@ def check_int(where: str, value: Any, *, minimum: int = 1, maximum: int | None =
     return value
 
 
-def check_float(where: str, value: Any, *, low: float, high: float | None = None,
+def _finite_real(value: Any) -> bool:
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        return False
+    try:
+        return math.isfinite(value)
+    except OverflowError:  # an int beyond float's range, e.g. 10**400 from a JSON file
+        return False
+
+
+def check_float(where: str, value: Any, *, low: float | None, high: float | None = None,
                 low_inclusive: bool = False, high_inclusive: bool = False,
-                error: type[UserError] = ArchitectureError) -> float:
+                say_finite: bool = False, error: type[UserError] = ArchitectureError) -> float:
     """Return ``value`` as a float if it is a finite real number in the range, else raise
-    ``error`` naming ``where``."""
-    lo = f"{'>=' if low_inclusive else '>'} {low:g}"
-    hi = "" if high is None else f" and {'<=' if high_inclusive else '<'} {high:g}"
-    allowed = f"a number {lo}{hi}"
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-    if ok:
+    ``error`` naming ``where``. ``low=None``/``high=None``: no bound on that side.
+
+    ``say_finite=True`` words the rule for numbers a program wrote to a file, where an
+    overflowed 1e308 or inf is the likely damage: "a finite positive number <= 1e+06" (an
+    exclusive lower bound of 0 reads "positive"), "a finite number >= 0.1 and <= 10".
+    """
+    positive = say_finite and low == 0 and not low_inclusive
+    bounds = []
+    if low is not None and not positive:
+        bounds.append(f"{'>=' if low_inclusive else '>'} {low:g}")
+    if high is not None:
+        bounds.append(f"{'<=' if high_inclusive else '<'} {high:g}")
+    if not say_finite:
+        noun = "a number"
+    elif positive:
+        noun = "a finite positive number"
+    else:
+        noun = "a finite number"
+    allowed = " ".join([noun, " and ".join(bounds)]) if bounds else noun
+    ok = _finite_real(value)
+    if ok and low is not None:
         ok = value >= low if low_inclusive else value > low
-        if ok and high is not None:
-            ok = value <= high if high_inclusive else value < high
+    if ok and high is not None:
+        ok = value <= high if high_inclusive else value < high
     if not ok:
         raise error(f"{where}: got {shown(value)}, expected {allowed}")
     return float(value)

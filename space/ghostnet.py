@@ -37,7 +37,8 @@ from space.registry import Published, register_model
 
 __all__ = [
     "Block", "Architecture", "BlockPlan", "GhostModule", "SqueezeExcite", "GhostBottleneck",
-    "GhostNet", "ghostnet_arch", "CHANNEL_DIVISOR", "SE_RATIO", "FORMAT_VERSION",
+    "ConvBnAct", "GhostNet", "build_stem", "build_tail", "ghostnet_arch", "CHANNEL_DIVISOR",
+    "SE_RATIO", "FORMAT_VERSION",
 ]
 
 CHANNEL_DIVISOR = 4  # GhostNet rounds every width-scaled channel count to a multiple of 4
@@ -287,7 +288,12 @@ class GhostModule(nn.Module):
 
 
 class SqueezeExcite(nn.Module):
-    """SE with a hard-sigmoid gate; squeezes to make_divisible(channels * 0.25, 4)."""
+    """SE with a hard-sigmoid gate; squeezes to make_divisible(channels * 0.25, 4).
+
+    Its parameter names (``conv_reduce``, ``conv_expand``) are the official GhostNet code's, so
+    that published weights load; MobileNetV3's SE names them as torchvision does (``fc1``,
+    ``fc2``), which is why the two families keep separate SE classes.
+    """
 
     def __init__(self, channels: int) -> None:
         super().__init__()
@@ -337,6 +343,10 @@ class GhostBottleneck(nn.Module):
 
 
 class ConvBnAct(nn.Module):
+    """Conv, BN, ReLU under the official GhostNet code's names (``conv``, ``bn1``), the
+    state-dict keys of published weights; MobileNetV3's conv-BN-activation is torchvision's
+    ``nn.Sequential`` (keys ``0``, ``1``), so the two families keep their own."""
+
     def __init__(self, cin: int, cout: int, kernel: int, stride: int = 1) -> None:
         super().__init__()
         self.conv = nn.Conv2d(cin, cout, kernel, stride, kernel // 2, bias=False)
@@ -345,6 +355,38 @@ class ConvBnAct(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.act1(self.bn1(self.conv(x)))
+
+
+def build_stem(cout: int, *, stride: int) -> dict[str, nn.Module]:
+    """GhostNet's stem, in the order it runs: 3x3 conv (N, 3, H, W) -> (N, cout, H/stride,
+    W/stride), BN, ReLU.
+
+    Keyed by the official code's names, which the network uses for its own attributes so that
+    its state-dict keys (``conv_stem.weight``, ``bn1.*``) load published weights; the latency
+    table's stem part is built here too, so the two cannot differ.
+    """
+    return {"conv_stem": nn.Conv2d(3, cout, 3, stride, 1, bias=False),
+            "bn1": nn.BatchNorm2d(cout),
+            "act1": nn.ReLU(inplace=True)}
+
+
+def build_tail(cin: int, final: int, head: int, num_classes: int, *,
+               dropout: float) -> dict[str, nn.Module]:
+    """Everything after the last block, in the order it runs: the final 1x1 ConvBnAct
+    (cin -> final), global pooling, the 1x1 ``conv_head`` (final -> head), ReLU, dropout and
+    the classifier (head -> num_classes).
+
+    Keyed by the official code's names: the network puts ``final`` in its last stage and holds
+    the rest at its top level, as the official code does, so that state-dict keys load
+    published weights; the latency table's tail part is built here too. Layers are created in
+    this order, which is also the order they draw from the random generator at initialisation.
+    """
+    return {"final": ConvBnAct(cin, final, 1),
+            "global_pool": nn.AdaptiveAvgPool2d(1),
+            "conv_head": PooledConv(final, head),
+            "act2": nn.ReLU(inplace=True),
+            "dropout": nn.Dropout(dropout),
+            "classifier": nn.Linear(head, num_classes)}
 
 
 class GhostNet(nn.Module):
@@ -360,19 +402,17 @@ class GhostNet(nn.Module):
         self.arch = arch
         self.stem_stride = stem_stride
         stem, plans, final = arch.plan()
-        self.conv_stem = nn.Conv2d(3, stem, 3, stem_stride, 1, bias=False)
-        self.bn1 = nn.BatchNorm2d(stem)
-        self.act1 = nn.ReLU(inplace=True)
+        for name, layer in build_stem(stem, stride=stem_stride).items():
+            self.add_module(name, layer)  # conv_stem, bn1, act1
         stages: list[nn.Module] = []
         for i in range(len(arch.stages)):
             stages.append(nn.Sequential(*(GhostBottleneck(p) for p in plans if p.stage == i)))
-        stages.append(nn.Sequential(ConvBnAct(plans[-1].cout, final, 1)))
+        tail = build_tail(plans[-1].cout, final, arch.head, arch.num_classes,
+                          dropout=arch.dropout)
+        stages.append(nn.Sequential(tail.pop("final")))
         self.blocks = nn.Sequential(*stages)
-        self.global_pool = nn.AdaptiveAvgPool2d(1)
-        self.conv_head = PooledConv(final, arch.head)
-        self.act2 = nn.ReLU(inplace=True)
-        self.dropout = nn.Dropout(arch.dropout)
-        self.classifier = nn.Linear(arch.head, arch.num_classes)
+        for name, layer in tail.items():
+            self.add_module(name, layer)  # global_pool, conv_head, act2, dropout, classifier
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         x = self.act1(self.bn1(self.conv_stem(x)))  # (N, stem, H/2, W/2)

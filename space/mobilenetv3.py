@@ -31,7 +31,8 @@ from space.ghostnet import FORMAT_VERSION
 from space.layers import PooledConv, make_divisible
 from space.registry import Published, register_model
 
-__all__ = ["MBBlock", "MobileNetV3Arch", "MBPlan", "MobileNetV3"]
+__all__ = ["MBBlock", "MobileNetV3Arch", "MBPlan", "InvertedResidual", "MobileNetV3",
+           "build_stem", "build_tail"]
 
 CHANNEL_DIVISOR = 8
 ACTIVATIONS = ("relu", "hswish")
@@ -168,6 +169,9 @@ def _act(name: str) -> nn.Module:
 
 def _conv_bn_act(cin: int, cout: int, k: int, stride: int = 1, groups: int = 1,
                  act: str | None = None) -> nn.Sequential:
+    """Conv, BN[, activation] as torchvision's ``nn.Sequential`` (state-dict keys ``0``, ``1``),
+    so that torchvision's weights load; GhostNet's ConvBnAct names them as the official GhostNet
+    code does, which is why the two families keep their own."""
     layers: list[nn.Module] = [nn.Conv2d(cin, cout, k, stride, k // 2, groups=groups, bias=False),
                                _bn(cout)]
     if act is not None:
@@ -176,6 +180,9 @@ def _conv_bn_act(cin: int, cout: int, k: int, stride: int = 1, groups: int = 1,
 
 
 class _SqueezeExcitation(nn.Module):
+    """torchvision's SE, with its parameter names (``fc1``, ``fc2``) so that its weights load;
+    GhostNet's SqueezeExcite has the official GhostNet code's names and its own squeeze rule."""
+
     def __init__(self, channels: int) -> None:
         super().__init__()
         squeeze = make_divisible(channels // 4, CHANNEL_DIVISOR)
@@ -190,7 +197,9 @@ class _SqueezeExcitation(nn.Module):
         return x * self.scale_activation(scale)
 
 
-class _InvertedResidual(nn.Module):
+class InvertedResidual(nn.Module):
+    """[1x1 expansion] -> k x k depthwise (stride) -> [SE] -> 1x1 projection [+ identity]."""
+
     def __init__(self, p: MBPlan) -> None:
         super().__init__()
         self.use_res_connect = p.stride == 1 and p.cin == p.cout
@@ -208,21 +217,47 @@ class _InvertedResidual(nn.Module):
         return x + y if self.use_res_connect else y
 
 
+def build_stem(cout: int, *, stride: int) -> nn.Sequential:
+    """MobileNetV3's stem: 3x3 conv (N, 3, H, W) -> (N, cout, H/stride, W/stride), BN,
+    hard-swish; the network's ``features[0]`` and the latency table's stem part."""
+    return _conv_bn_act(3, cout, 3, stride, act="hswish")
+
+
+def build_tail(cin: int, last: int, head: int, num_classes: int, *,
+               dropout: float) -> dict[str, nn.Module]:
+    """Everything after the last block, in the order it runs: the last 1x1 conv (cin -> last,
+    hard-swish), pooling, and the classifier (Linear to ``head``, hard-swish, dropout, Linear).
+
+    Keyed by torchvision's names: the network puts ``last`` at the end of ``features`` and
+    holds the rest at its top level, so that state-dict keys load torchvision's weights; the
+    latency table's tail part is built here too. Layers are created in this order, which is
+    also the order they draw from the random generator at initialisation.
+    """
+    return {"last": _conv_bn_act(cin, last, 1, act="hswish"),
+            "avgpool": nn.AdaptiveAvgPool2d(1),
+            "classifier": nn.Sequential(
+                nn.Linear(last, head), nn.Hardswish(inplace=True),
+                nn.Dropout(dropout, inplace=True), nn.Linear(head, num_classes))}
+
+
 class MobileNetV3(nn.Module):
+    """The network of a :class:`MobileNetV3Arch`, laid out as torchvision's (the same
+    state-dict keys); keeps the value in ``self.arch``."""
+
     def __init__(self, arch: MobileNetV3Arch, *, stem_stride: int = 2) -> None:
         super().__init__()
         check_int("stem_stride", stem_stride, choices=(1, 2))
         self.arch = arch
         self.stem_stride = stem_stride
         stem, plans, last_conv, head = arch.plan()
-        layers: list[nn.Module] = [_conv_bn_act(3, stem, 3, stem_stride, act="hswish")]
-        layers += [_InvertedResidual(p) for p in plans]
-        layers.append(_conv_bn_act(plans[-1].cout, last_conv, 1, act="hswish"))
+        layers: list[nn.Module] = [build_stem(stem, stride=stem_stride)]
+        layers += [InvertedResidual(p) for p in plans]
+        tail = build_tail(plans[-1].cout, last_conv, head, arch.num_classes,
+                          dropout=arch.dropout)
+        layers.append(tail["last"])
         self.features = nn.Sequential(*layers)
-        self.avgpool = nn.AdaptiveAvgPool2d(1)
-        self.classifier = nn.Sequential(
-            nn.Linear(last_conv, head), nn.Hardswish(inplace=True),
-            nn.Dropout(arch.dropout, inplace=True), nn.Linear(head, arch.num_classes))
+        self.avgpool = tail["avgpool"]
+        self.classifier = tail["classifier"]
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         return self.features(x)  # (N, last_conv, H/32, W/32)

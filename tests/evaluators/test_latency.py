@@ -21,7 +21,6 @@ from evaluators.latency import (
     LatencyTable,
     LatencyTableError,
     LatencyTableMismatch,
-    _time_runs,
     build_table,
     device_name,
     lock_path,
@@ -31,12 +30,15 @@ from evaluators.latency import (
     parts,
     reference_latency,
 )
-from space import create_architecture, list_models
+from evaluators.latency.predictor import features, fit_calibration, fit_fallback
+from evaluators.latency.timing import time_runs
+from space import architecture_from_dict, create_architecture, list_models
 from space.io import MAX_JSON_BYTES
 from space.search_space import default_space
 from tests.helpers import random_architecture
 
 ROOT = Path(__file__).resolve().parents[2]
+DATA = ROOT / "tests" / "data"
 
 
 @pytest.fixture(autouse=True)
@@ -113,8 +115,8 @@ def test_drift_correction_undoes_a_machine_that_slows_down_half_the_time():
         speed["n"] += 1  # two reference runs per pair: stretches of 4 pairs
         _busy(1.0 * factor())
 
-    timing = _time_runs(lambda: _busy(8.0 * factor()), device="cpu", warmup=0, repeats=24,
-                        max_time_s=10, target_rel_ci=0.01, reference=(reference, 1.0))
+    timing = time_runs(lambda: _busy(8.0 * factor()), device="cpu", warmup=0, repeats=24,
+                       max_time_s=10, target_rel_ci=0.01, reference=(reference, 1.0))
     assert statistics.median(timing.samples_ms) == pytest.approx(8.0, rel=0.08)
     slow = sorted(timing.raw_ms)[len(timing.raw_ms) // 2 + 2]
     assert slow > 14  # the raw runs do show the slowdown
@@ -186,13 +188,49 @@ def test_parts_rebuild_the_network_exactly(rng):
         assert from_parts == sum(p.numel() for p in arch.build().parameters()), arch
 
 
-def test_part_modules_run_on_their_input_shape():
-    arch = default_space().sample(random.Random(3))
-    for part in parts(arch, resolution=64):
+@pytest.mark.parametrize("arch", [default_space().sample(random.Random(3)),
+                                  create_architecture("mobilenetv3_small_100")],
+                         ids=["sampled", "mobilenetv3_small_100"])
+def test_part_modules_run_on_their_input_shape(arch):
+    """Each part takes the input its key describes and gives the next part's input (the tail
+    gives the logits): a table's parts are timed on the shapes they see in the network."""
+    ps = parts(arch, resolution=64)
+    for part, after in zip(ps, (*ps[1:], None), strict=True):
         cin = 3 if part.kind.endswith("_stem") else part.field("cin")
         side = part.field("side")
         with torch.inference_mode():
-            part_module(part).eval()(torch.zeros(1, cin, side, side))
+            y = part_module(part).eval()(torch.zeros(1, cin, side, side))
+        expected = ((1, arch.num_classes) if after is None
+                    else (1, after.field("cin"), after.field("side"), after.field("side")))
+        assert tuple(y.shape) == expected, part
+
+
+@pytest.mark.parametrize("name", ["ghostnet_050", "mobilenetv3_small_100"])
+def test_parts_run_in_turn_compute_the_network(name):
+    """Loaded with the network's weights, the part modules run one after another give the
+    network's output exactly: a part is the network's own layers, run as the network runs
+    them (the stems and tails come from the networks' own builders)."""
+    torch.manual_seed(0)
+    arch = create_architecture(name)
+    net = arch.build().eval()
+    for key, t in net.state_dict().items():  # BN statistics that are not the identity
+        if key.endswith("running_mean"):
+            t.copy_(torch.randn_like(t) * 0.1)
+        elif key.endswith("running_var"):
+            t.copy_(torch.rand_like(t) + 0.5)
+    weights = iter(net.state_dict().values())
+    modules = []
+    for part in parts(arch, resolution=64):
+        module = part_module(part).eval()
+        module.load_state_dict({k: next(weights) for k in module.state_dict()})
+        modules.append(module)
+    assert next(weights, None) is None  # every tensor of the network is in some part
+    x = torch.randn(2, 3, 64, 64)
+    with torch.inference_mode():
+        y = x
+        for module in modules:
+            y = module(y)
+        assert torch.equal(y, net(x))
 
 
 # -- the table ---------------------------------------------------------------------------------
@@ -214,6 +252,22 @@ def test_table_keeps_its_reference_time_for_measurements_in_its_unit(tiny_table,
     assert table.measurement["reference_part"] == REFERENCE_PART.to_dict()
     table.save(tmp_path / "t.json")
     assert LatencyTable.load(tmp_path / "t.json").reference_ms == table.reference_ms
+
+
+def test_a_saved_version_2_table_loads_and_predicts_as_when_it_was_written():
+    """tests/data/latency_table_v2.json is a real table (three networks and a held-out one at
+    32 px), kept byte for byte as ``save`` wrote it, beside the predictions it made then. A
+    table a user built on their device must keep loading, and predicting the same, for as
+    long as the format's version stays 2."""
+    path = DATA / "latency_table_v2.json"
+    table = LatencyTable.load(path)
+    assert table.dumps() == path.read_text(encoding="utf-8")
+    expected = json.loads((DATA / "latency_table_v2_predictions.json").read_text(encoding="utf-8"))
+    assert {row["fallback_parts"] > 0 for row in expected} == {True, False}  # entries, fallback
+    for row in expected:
+        pred = table.explain(architecture_from_dict(row["arch"]))
+        assert (pred.latency_ms, pred.parts_sum_ms, pred.parts, len(pred.fallback)) == (
+            row["latency_ms"], row["parts_sum_ms"], row["parts"], row["fallback_parts"]), row
 
 
 def test_prediction_is_the_calibrated_sum_of_the_entries(tiny_table):
@@ -241,35 +295,29 @@ def test_missing_parts_come_from_the_fallback_and_are_reported(tiny_table):
 
 def test_fallback_fit_recovers_known_costs():
     """Entries made from known per-feature costs are fitted back (an independent check)."""
-    from evaluators.latency import _features, _fit_fallback
-
     space = default_space()
     rng = random.Random(0)
     true = (0.01, 0.05, 0.1, 0.6, 2.0, 0.3, 5.0, 0.02)
     entries = {}
     for _ in range(30):
         for p in parts(space.sample(rng)):
-            entries[p] = sum(c * f for c, f in zip(true, _features(p), strict=True))
-    fitted = _fit_fallback(entries, batch=1)["ghost_block"]
+            entries[p] = sum(c * f for c, f in zip(true, features(p), strict=True))
+    fitted = fit_fallback(entries, batch=1)["ghost_block"]
     assert len(fitted) == len(FEATURES)
     assert fitted == pytest.approx(true, rel=1e-6)
 
 
 def test_calibration_fit_recovers_scale_and_offset():
-    from evaluators.latency import _fit_calibration
-
     sums = [3.0, 5.0, 8.0, 13.0, 21.0]
-    cal = _fit_calibration(sums, [1.25 * s + 2.0 for s in sums])
+    cal = fit_calibration(sums, [1.25 * s + 2.0 for s in sums])
     assert (cal.scale, cal.offset_ms, cal.networks) == (pytest.approx(1.25), pytest.approx(2.0), 5)
 
 
 def test_calibration_fit_keeps_a_scale_the_table_can_load():
-    from evaluators.latency import _fit_calibration
-
     # whole networks that all take ~12 ms: the least-squares line is nearly flat (scale ~0.02,
     # offset ~11.8), outside what a table may hold, so the fit falls back to the median ratio
     sums = [10.0, 10.5, 11.0]
-    cal = _fit_calibration(sums, [12.0, 12.01, 12.02])
+    cal = fit_calibration(sums, [12.0, 12.01, 12.02])
     assert (cal.scale, cal.offset_ms) == (pytest.approx(12.01 / 10.5), 0.0)
 
 
@@ -329,6 +377,7 @@ def _set_first_entry(key, value):
     (_set_first_entry("side", 10**400), "entries[0].side: got 1000"),
     (_set_first_entry("ms", 1e308), "entries[0].ms: got 1e+308, expected a finite positive "
                                     "number <= 1e+06"),
+    (_set_first_entry("ms", 10**400), "entries[0].ms: got 1000"),  # past float: not a crash
     (lambda d: d["entries"][1].update(se="yes"), "entries[1].se: got 'yes', expected true or "
                                                  "false"),
     # a scale or offset out of range would predict inf or nonsense
