@@ -52,7 +52,8 @@ from torch.utils.data import DataLoader, Dataset
 
 from benchmarks._machine import machine
 from evaluators.data import IMAGE_SUFFIXES, load_dataset
-from evaluators.proxy import IMAGENET_MEAN, IMAGENET_STD, ProxyConfig, train_proxy
+from evaluators.proxy import ProxyConfig, train_proxy
+from evaluators.transforms import IMAGENET_MEAN, IMAGENET_STD
 from space import create_architecture
 
 MODEL = "ghostnet_100"

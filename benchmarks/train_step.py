@@ -11,7 +11,7 @@ shared) and compared as ratios within the run:
 (a) baseline: SE and head 1x1 convs on pooled maps as ``nn.Conv2d``, PyTorch's default SGD (on
     CPU a Python loop over the parameters);
 (b) + ``space.layers.PooledConv``: those convs as matrix products (what the networks use);
-(c) + fused SGD (what ``evaluators.proxy.sgd`` builds on CPU): the proxy trainer's step.
+(c) + fused SGD (what ``evaluators.training.sgd`` builds on CPU): the proxy trainer's step.
 
 Each variant starts from the same weights. Printed and written to ``--out`` (JSON): images/second
 of each (median and best of the repeats), the ratios (b)/(a) and (c)/(a) (of the medians, of
@@ -39,7 +39,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from benchmarks._machine import machine
-from evaluators.proxy import param_groups, sgd
+from evaluators.training import param_groups, sgd
 from space import create_architecture
 from space.layers import PooledConv
 

@@ -4,6 +4,9 @@ The recipe is :class:`evaluators.scratch.TrainConfig`'s. ``DIR`` receives only t
 ``checkpoint.pt`` (replaced after every epoch), ``train.json`` (settings, per-epoch history,
 final metrics; rewritten after every epoch), ``arch.json`` (the architecture as trained, with
 the input file's provenance and the training figures) and, with ``--onnx``, ``model.onnx``.
+
+Steps: the settings (command line, and train.json on resume) and the data are checked before
+DIR is touched; then the training, which keeps train.json current; then arch.json and ONNX.
 """
 
 from __future__ import annotations
@@ -16,14 +19,42 @@ import os
 import shlex
 import sys
 import time
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any
 
-from evaluators.data import DATASETS
-from evaluators.device import available_cpus
+import torch
+
+from evaluators import count
+from evaluators.data import DATASETS, ImageData, default_cache_dir, load_dataset
+from evaluators.device import available_cpus, resolve_device
+from evaluators.scratch import (
+    CHECKPOINT_NAME,
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    OnnxExport,
+    TrainConfig,
+    TrainProgress,
+    TrainResult,
+    check_resume,
+    export_onnx,
+    onnx_available,
+    train_config,
+    train_from_scratch,
+)
+from search.progress import DecodeProgress, TrainDisplay
 from search.settings import seed_arg
-from space import UserError
+from space import (
+    ArchitectureError,
+    UserError,
+    list_models,
+    load_architecture,
+    read_json_file,
+    resolve_architecture,
+)
+from space.checks import check_int
+from space.io import atomic_write_text
 
 TRAIN_FORMAT = "ghostnas-train"  # train.json's "format": marks DIR as a train output
 OWN_FILES = ("checkpoint.pt", "train.json", "arch.json", "model.onnx")
@@ -97,8 +128,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def _read_train_json(out: Path) -> dict[str, Any] | None:
     """train.json of a previous 'search train' in ``out``, or None if there is none of ours."""
-    from space import ArchitectureError, read_json_file
-
     path = out / "train.json"
     if not path.is_file():
         return None
@@ -228,106 +257,57 @@ def _settings(args: argparse.Namespace, previous: dict[str, Any] | None) -> dict
 def _check_values(settings: dict[str, Any]) -> None:
     """The numeric options' ranges (those not given are None and pass)."""
     for key, (flag, minimum) in _INT_OPTIONS.items():
-        value = settings[key]
-        if value is not None and (not isinstance(value, int) or isinstance(value, bool)
-                                  or value < minimum):
-            raise UserError(f"{flag}: got {value!r}, expected an integer >= {minimum}")
+        if settings[key] is not None:
+            check_int(flag, settings[key], minimum=minimum, error=UserError)
     cpus = available_cpus()
     if settings["threads"] is not None and settings["threads"] > cpus:
         raise UserError(f"--threads: got {settings['threads']}, expected at most {cpus} (the "
                         "CPUs this process may use on this machine)")
     lr = settings["lr"]
+    # check_float would word this "a number > 0"; the CLI's messages say "a positive number"
     if lr is not None and not (isinstance(lr, (int, float)) and math.isfinite(lr) and lr > 0):
         raise UserError(f"--lr: got {lr!r}, expected a positive number")
-
-
-# ---------------------------------------------------------------------------------------------
-# Display
-
-
-def _duration(seconds: float) -> str:
-    if not math.isfinite(seconds):
-        return "?"
-    seconds = int(round(seconds))
-    h, rest = divmod(seconds, 3600)
-    m, s = divmod(rest, 60)
-    return f"{h}h{m:02d}m" if h else f"{m}m{s:02d}s" if m else f"{s}s"
-
-
-class _Display:
-    """Progress: on a terminal one line redrawn with ``\\r`` (epoch, step, img/s, loss, ETA) on
-    stderr; elsewhere only the per-epoch lines, which always go to stdout."""
-
-    def __init__(self, *, split: str, on_epoch, out: TextIO | None = None,
-                 bar: TextIO | None = None) -> None:
-        self.split, self.on_epoch = split, on_epoch
-        self.out, self.bar = out or sys.stdout, bar or sys.stderr
-        self.tty = self.bar.isatty()
-        self.drawn = 0.0
-        self.dirty = False
-
-    def __call__(self, p) -> None:  # p: TrainProgress
-        if p.kind == "step":
-            now = time.monotonic()
-            if self.tty and (now - self.drawn >= 0.1 or p.step == p.steps):
-                filled = round(20 * p.step / p.steps)
-                # after the last step comes the evaluation, which the ETA does not count
-                tail = (f"evaluating on the {self.split} split" if p.step == p.steps
-                        else f"ETA {_duration(p.eta_seconds)}")
-                self.bar.write(f"\repoch {p.epoch}/{p.epochs} [{'#' * filled:<20}] step "
-                               f"{p.step}/{p.steps} | {p.images_per_second:,.0f} img/s | loss "
-                               f"{p.loss:.4f} | {tail}\x1b[K")
-                self.bar.flush()
-                self.drawn, self.dirty = now, True
-            return
-        self.clear()
-        print(f"epoch {p.epoch}/{p.epochs}: top1 {p.top1:.2f} % ({self.split}) | train loss "
-              f"{p.loss:.4f} | {p.images_per_second:,.0f} img/s | ETA "
-              f"{_duration(p.eta_seconds)} of training", file=self.out, flush=True)
-        self.on_epoch(p)
-
-    def clear(self) -> None:
-        if self.dirty:
-            self.bar.write("\r\x1b[K")
-            self.bar.flush()
-            self.dirty = False
 
 
 # ---------------------------------------------------------------------------------------------
 # The command
 
 
-def run(args: argparse.Namespace) -> int:
-    import torch
+@dataclass
+class _Plan:
+    """A training as asked for, every part checked before DIR is touched."""
 
-    threads = torch.get_num_threads()
+    arch: Any  # as given (its own num_classes)
+    provenance: dict[str, Any] | None  # the architecture file's, if one was given
+    out: Path
+    previous: dict[str, Any] | None  # train.json of the run being resumed
+    settings: dict[str, Any]
+    resolved: TrainConfig  # resolved for the data: resolution, stem stride, batch, lr
+    data: ImageData
+    split: str  # the held-out split: "test" or "val"
+
+
+def run(args: argparse.Namespace) -> int:
+    wall, threads = time.perf_counter(), torch.get_num_threads()
     try:
-        return _train(args)
+        plan = _plan(args)
+        _open_out(plan.out, force=args.force)
+        record = _Record(args, plan)
+        result = _fit(args, plan, record)
+        if result.status == "failed":
+            record.end("failed", result.error)
+            sys.stderr.write(f"error: training failed: {result.error}\n")
+            return 1
+        files = _finish(args, plan, record, result, wall)
+        onnx = _export(plan, record, result, files) if plan.settings["onnx"] else None
+        _summary(plan, result, files, onnx, record.data["final"]["wall_seconds"])
+        return 0
     finally:
         torch.set_num_threads(threads)  # --threads is this command's, not the caller's
 
 
-def _train(args: argparse.Namespace) -> int:
-    import torch
-
-    from evaluators import count
-    from evaluators.data import default_cache_dir, load_dataset
-    from evaluators.device import resolve_device
-    from evaluators.scratch import (
-        CHECKPOINT_NAME,
-        IMAGENET_MEAN,
-        IMAGENET_STD,
-        check_resume,
-        export_onnx,
-        onnx_available,
-        train_config,
-        train_from_scratch,
-    )
-    from search.progress import DecodeProgress
-    from space import list_models, load_architecture, resolve_architecture
-    from space.io import atomic_write_text
-
-    wall = time.perf_counter()
+def _plan(args: argparse.Namespace) -> _Plan:
+    """The architecture, settings, data (and on resume the checkpoint), all checked."""
     if not args.out.strip():
         raise TrainOutError("--out: got an empty path; pass a new or empty folder for the run")
     out = Path(args.out)
@@ -343,7 +323,16 @@ def _train(args: argparse.Namespace) -> int:
         torch.set_num_threads(settings["threads"])  # data loading and export too
     recipe = {k: settings[k] for k in ("epochs", "batch_size", "lr", "seed", "device", "threads")
               if settings[k] is not None}
-    config = train_config(settings["dataset"], **recipe)
+    data = _load_data(settings)
+    resolved = train_config(settings["dataset"], **recipe).resolve(data)
+    resolve_device(resolved.device)  # "cuda" without CUDA: refused before DIR is touched
+    if args.resume:
+        check_resume(out, arch, data, resolved)
+    return _Plan(arch=arch, provenance=provenance, out=out, previous=previous,
+                 settings=settings, resolved=resolved, data=data, split=data.held_out()[0])
+
+
+def _load_data(settings: dict[str, Any]) -> ImageData:
     data = load_dataset(settings["dataset"], data_dir=settings["data_dir"],
                         seed=settings["seed"], max_train=settings["max_train"],
                         cache_dir=default_cache_dir(),
@@ -354,96 +343,110 @@ def _train(args: argparse.Namespace) -> int:
                             "validation split is the only held-out score; drop --train-on-val "
                             "(a folder data set gets a test split from a test/ sub-folder)")
         data = data.with_val_in_train()
-    resolved = config.resolve(data)
-    resolve_device(resolved.device)  # "cuda" without CUDA: refused before DIR is touched
-    split = "test" if data.test_x is not None else "val"
-    if args.resume:
-        check_resume(out, arch, data, config)
+    return data
 
-    # Only now, with the architecture, settings, data (and checkpoint) known good, touch DIR.
+
+def _open_out(out: Path, *, force: bool) -> None:
+    """Create DIR, or with ``--force`` remove a previous run's files from it (nothing else)."""
     if not out.exists():
         try:
             out.mkdir()
         except OSError as exc:
             raise TrainOutError(f"--out {str(out)!r}: cannot create it ({exc.strerror}); pass "
                                 "a folder in a place you can write") from None
-    elif args.force:
-        for name in OWN_FILES:  # a previous run's files only; nothing else in DIR is touched
+    elif force:
+        for name in OWN_FILES:
             (out / name).unlink(missing_ok=True)
 
-    # The network as trained: this data set's classes (an exported file's figures are for the
-    # 1000-class head of the FLOPs convention).
-    cost = count(dataclasses.replace(arch, num_classes=data.num_classes))
-    record: dict[str, Any] = {
-        "format": TRAIN_FORMAT, "version": 1, "status": "running", "arch": args.arch,
-        "settings": settings, "data": data.describe(), "held_out": split,
-        "held_out_unbiased": split == "test",  # a search selects on the validation split
-        "model": {"classes": data.num_classes, "params": cost.params, "flops": cost.flops,
-                  "flops_convention": "multiply-accumulates of Conv2d+Linear at 224x224"},
-        "config": resolved.to_dict(),
-        "input": {"shape": ["N", 3, resolved.resolution, resolved.resolution],
-                  "dtype": "float32", "channels": "RGB", "scale": "x / 255",
-                  "mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD)},
-        "history": list(previous.get("history") or []) if previous else [],
-        "final": None, "error": "", "files": {"checkpoint": CHECKPOINT_NAME},
-    }
 
-    def write_record() -> None:
-        record["updated_at"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
-        atomic_write_text(out / "train.json", json.dumps(record, indent=1) + "\n")
+class _Record:
+    """train.json: written at the start, after every epoch, and at the end."""
 
-    def on_epoch(p) -> None:
-        if args.resume and not settings["onnx"]:
-            (out / "model.onnx").unlink(missing_ok=True)  # an older epoch's network now
-        record["history"] = [h for h in record["history"] if h["epoch"] < p.epoch]
-        record["history"].append({"epoch": p.epoch, "top1": p.top1, "loss": p.loss,
-                                  "lr": p.lr})
-        write_record()
+    def __init__(self, args: argparse.Namespace, plan: _Plan) -> None:
+        self.path = plan.out / "train.json"
+        # a resumed run without --onnx: a model.onnx there holds an older epoch's network
+        self.stale_onnx = plan.out / "model.onnx" if args.resume and not plan.settings["onnx"] \
+            else None
+        data, resolved = plan.data, plan.resolved
+        # The network as trained: this data set's classes (an exported file's figures are for
+        # the 1000-class head of the FLOPs convention).
+        cost = self.cost = count(dataclasses.replace(plan.arch, num_classes=data.num_classes))
+        self.data: dict[str, Any] = {
+            "format": TRAIN_FORMAT, "version": 1, "status": "running", "arch": args.arch,
+            "settings": plan.settings, "data": data.describe(), "held_out": plan.split,
+            "held_out_unbiased": plan.split == "test",  # a search selects on the validation split
+            "model": {"classes": data.num_classes, "params": cost.params, "flops": cost.flops,
+                      "flops_convention": "multiply-accumulates of Conv2d+Linear at 224x224"},
+            "config": resolved.to_dict(),
+            "input": {"shape": ["N", 3, resolved.resolution, resolved.resolution],
+                      "dtype": "float32", "channels": "RGB", "scale": "x / 255",
+                      "mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD)},
+            "history": list(plan.previous.get("history") or []) if plan.previous else [],
+            "final": None, "error": "", "files": {"checkpoint": CHECKPOINT_NAME},
+        }
 
+    def write(self) -> None:
+        self.data["updated_at"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        atomic_write_text(self.path, json.dumps(self.data, indent=1) + "\n")
+
+    def end(self, status: str, error: str = "") -> None:
+        self.data["status"], self.data["error"] = status, error
+        self.write()
+
+    def on_epoch(self, p: TrainProgress) -> None:
+        if self.stale_onnx is not None:
+            self.stale_onnx.unlink(missing_ok=True)
+        self.data["history"] = [h for h in self.data["history"] if h["epoch"] < p.epoch]
+        self.data["history"].append({"epoch": p.epoch, "top1": p.top1, "loss": p.loss,
+                                     "lr": p.lr})
+        self.write()
+
+
+def _fit(args: argparse.Namespace, plan: _Plan, record: _Record) -> TrainResult:
+    """The training; train.json follows it, and records an interruption or a user's error."""
     if not args.resume:
-        write_record()  # marks DIR as a train output from the start (resume: it already is)
-    display = _Display(split=split, on_epoch=on_epoch)
+        record.write()  # marks DIR as a train output from the start (resume: it already is)
+    display = TrainDisplay(split=plan.split, on_epoch=record.on_epoch)
+    resolved, data, cost = plan.resolved, plan.data, record.cost
     what = "resuming" if args.resume else "training"
-    print(f"{what} {args.arch} ({arch.describe()}) on {data.describe()}; held-out: {split}; "
-          f"{resolved.resolution}x{resolved.resolution} px, stem stride {resolved.stem_stride}, "
-          f"batch {resolved.batch_size}, peak lr {resolved.lr:g}; the network: "
-          f"{cost.params / 1e6:.2f}M params, {cost.flops / 1e6:.1f}M FLOPs (MACs at 224x224) "
-          f"with {data.num_classes} classes", flush=True)
+    print(f"{what} {args.arch} ({plan.arch.describe()}) on {data.describe()}; held-out: "
+          f"{plan.split}; {resolved.resolution}x{resolved.resolution} px, stem stride "
+          f"{resolved.stem_stride}, batch {resolved.batch_size}, peak lr {resolved.lr:g}; the "
+          f"network: {cost.params / 1e6:.2f}M params, {cost.flops / 1e6:.1f}M FLOPs (MACs at "
+          f"224x224) with {data.num_classes} classes", flush=True)
     try:
-        result = train_from_scratch(arch, data, config, out_dir=out, resume=args.resume,
-                                    progress=display)
+        result = train_from_scratch(plan.arch, data, resolved, out_dir=plan.out,
+                                    resume=args.resume, progress=display)
     except KeyboardInterrupt:
         display.clear()
-        record["status"] = "interrupted"
-        write_record()
+        record.end("interrupted")
         sys.stderr.write(f"continue with: python -m search train {shlex.quote(args.arch)} "
-                         f"--out {shlex.quote(str(out))} --resume\n")
+                         f"--out {shlex.quote(str(plan.out))} --resume\n")
         raise
     except torch.OutOfMemoryError:
         display.clear()
-        record["status"], record["error"] = "failed", "out of memory"
-        write_record()
+        record.end("failed", "out of memory")
         raise UserError(f"out of memory at batch {resolved.batch_size}; start over with a "
                         "smaller --batch-size and --force") from None
     except UserError as exc:
         display.clear()
-        record["status"], record["error"] = "failed", str(exc)
-        write_record()
+        record.end("failed", str(exc))
         raise
     display.clear()
-    record["history"] = [{"epoch": h.epoch, "top1": h.top1, "loss": h.loss, "lr": h.lr,
-                          "train_seconds": h.seconds} for h in result.history]
-    record["config"] = result.config.to_dict()
-    if result.status == "failed":
-        record["status"], record["error"] = "failed", result.error
-        write_record()
-        sys.stderr.write(f"error: training failed: {result.error}\n")
-        return 1
+    record.data["history"] = [{"epoch": h.epoch, "top1": h.top1, "loss": h.loss, "lr": h.lr,
+                               "train_seconds": h.seconds} for h in result.history]
+    record.data["config"] = result.config.to_dict()
+    return result
 
+
+def _finish(args: argparse.Namespace, plan: _Plan, record: _Record, result: TrainResult,
+            wall: float) -> dict[str, Path]:
+    """arch.json and the final train.json; returns the files written."""
+    out, resolved = plan.out, plan.resolved
     files = {"checkpoint": out / CHECKPOINT_NAME, "train": out / "train.json",
              "arch": out / "arch.json"}
     finished_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
-    final = {"top1": result.top1, "split": split, "split_images": result.split_images,
+    final = {"top1": result.top1, "split": plan.split, "split_images": result.split_images,
              "epochs": result.epochs, "loss": result.loss,
              "train_seconds": result.train_seconds,
              "images_per_second": result.images_per_second,
@@ -451,24 +454,33 @@ def _train(args: argparse.Namespace) -> int:
              "finished_at": finished_at}
     arch_data = result.arch.to_dict()
     arch_data["provenance"] = {
-        "source": args.arch, "input": provenance,
-        "training": {"dataset": data.name, "top1": result.top1, "split": split,
+        "source": args.arch, "input": plan.provenance,
+        "training": {"dataset": plan.data.name, "top1": result.top1, "split": plan.split,
                      "epochs": result.epochs, "resolution": resolved.resolution,
                      "stem_stride": resolved.stem_stride, "train_json": "train.json",
                      "checkpoint": CHECKPOINT_NAME, "finished_at": finished_at}}
     atomic_write_text(files["arch"], json.dumps(arch_data, indent=1) + "\n")
-    record["status"], record["final"] = "finished", final
-    record["files"] = {k: p.name for k, p in files.items()}
-    write_record()  # the training is done and recorded even if the export below fails
-    onnx = None
-    if settings["onnx"]:
-        onnx = export_onnx(result.model, out / "model.onnx", resolution=resolved.resolution)
-        files["onnx"] = onnx.path
-        record["files"]["onnx"] = onnx.path.name
-        record["onnx"] = {"opset": onnx.opset, "checked_with": onnx.checked_with,
-                          "max_abs_diff": onnx.max_abs_diff}
-        write_record()
+    record.data["status"], record.data["final"] = "finished", final
+    record.data["files"] = {k: p.name for k, p in files.items()}
+    record.write()  # the training is done and recorded even if the export below fails
+    return files
 
+
+def _export(plan: _Plan, record: _Record, result: TrainResult,
+            files: dict[str, Path]) -> OnnxExport:
+    """model.onnx, checked, and its entry in train.json."""
+    onnx = export_onnx(result.model, plan.out / "model.onnx", resolution=plan.resolved.resolution)
+    files["onnx"] = onnx.path
+    record.data["files"]["onnx"] = onnx.path.name
+    record.data["onnx"] = {"opset": onnx.opset, "checked_with": onnx.checked_with,
+                           "max_abs_diff": onnx.max_abs_diff}
+    record.write()
+    return onnx
+
+
+def _summary(plan: _Plan, result: TrainResult, files: dict[str, Path],
+             onnx: OnnxExport | None, wall_seconds: float) -> None:
+    split, data = plan.split, plan.data
     print(f"top1: {result.top1:.2f} % on the {split} split ({result.split_images:,} images)")
     if split == "val":
         print(f"note: {data.name} has no official test split, and a search on the same data and "
@@ -476,7 +488,7 @@ def _train(args: argparse.Namespace) -> int:
               "it picked, this figure is optimistic; a folder with a test/ sub-folder (or CIFAR) "
               "gives an unbiased one")
     epochs = f"{result.epochs} epoch" + ("s" if result.epochs != 1 else "")
-    print(f"time: {final['wall_seconds']:.1f} s in all; training {result.train_seconds:.1f} s "
+    print(f"time: {wall_seconds:.1f} s in all; training {result.train_seconds:.1f} s "
           f"over {epochs} at {result.images_per_second:,.0f} images/s")
     print("wrote:")
     print(f"  {files['checkpoint']}  (weights and optimizer/RNG state after epoch "
@@ -489,4 +501,3 @@ def _train(args: argparse.Namespace) -> int:
                  if onnx.max_abs_diff is not None else "passes onnx.checker")
         print(f"  {onnx.path}  (opset {onnx.opset}, input float32 (N, 3, {onnx.resolution}, "
               f"{onnx.resolution}) normalised as in train.json; {check})")
-    return 0

@@ -15,7 +15,8 @@ import pytest
 import torch
 from PIL import Image
 
-from evaluators.data import DATASETS, DataError, ImageData, _stratified_subset, load_dataset
+from evaluators.data import DATASETS, DataError, ImageData, load_dataset
+from evaluators.data.splits import stratified_subset
 
 # ---------------------------------------------------------------------------------------------
 # Writers of the real formats (also used by test_proxy.py)
@@ -228,7 +229,7 @@ def test_max_train_and_max_val_are_stratified_seeded_subsets():
 def test_a_stratified_subset_of_unbalanced_classes_keeps_every_class(n):
     y = np.repeat(np.arange(5), [500, 20, 20, 20, 20])
     idx = np.arange(len(y))
-    chosen = _stratified_subset(y, idx, n, seed=0, salt=1)
+    chosen = stratified_subset(y, idx, n, seed=0, salt=1)
     counts = np.bincount(y[chosen], minlength=5)
     assert len(chosen) == n and counts.min() >= 1 and len(set(chosen)) == n
     assert counts[0] == counts.max()  # the big class still takes most of the share

@@ -11,6 +11,7 @@ import re
 import pytest
 import torch
 
+from evaluators.batches import DeviceBatches
 from evaluators.data import ImageData, load_dataset
 from evaluators.proxy import (
     PRESETS,
@@ -18,14 +19,11 @@ from evaluators.proxy import (
     EpochReport,
     ProxyConfig,
     ProxyResult,
-    augment_batch,
-    evaluate,
-    normalize,
     proxy_config,
-    recalibrate_bn,
-    resize_images,
     train_proxy,
 )
+from evaluators.training import evaluate, recalibrate_bn
+from evaluators.transforms import augment_batch, normalize, resize_images
 from space import Architecture, create_architecture
 from tests.evaluators.test_data import write_cifar10, write_cifar100, write_image_folder
 from tests.helpers import SMALL_ARCH
@@ -171,7 +169,8 @@ def test_split_argument(digits):
 
 def test_evaluate_scores_and_restores_the_mode(digits):
     model = dataclasses.replace(SMALL, num_classes=10).build(stem_stride=1).train()
-    top1 = evaluate(model, digits.val_x, digits.val_y, config=FAST)
+    top1 = evaluate(model, digits.val_x, digits.val_y, resolution=FAST.resolution,
+                    channels_last=FAST.channels_last)
     assert 0.0 <= top1 <= 100.0 and model.training
 
 
@@ -204,7 +203,7 @@ def test_presets():
 
 
 # ---------------------------------------------------------------------------------------------
-# Tensor helpers
+# The shared pieces: tensor helpers (evaluators/transforms.py), batches and BatchNorm statistics
 
 
 def test_augment_batch_crops_are_shifted_windows_and_flips_mirror():
@@ -241,8 +240,11 @@ def test_normalize_and_resize():
 def test_recalibrate_bn_computes_exact_statistics_and_keeps_momentum():
     model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 1), torch.nn.BatchNorm2d(4, momentum=0.01))
     x = torch.randint(0, 256, (96, 3, 8, 8), dtype=torch.uint8)
-    config = ProxyConfig(batch_size=32, channels_last=False)
-    recalibrate_bn(model, x, config=config)
+    batches = DeviceBatches(x, torch.zeros(96, dtype=torch.int64), batch_size=32,
+                            generator=torch.Generator().manual_seed(0), channels_last=False,
+                            augment=False, crop_padding=0.0, flip=False)
+    batches.epoch()  # calibration takes the first images of the last epoch's order
+    recalibrate_bn(model, batches.calibration(len(x)))
     bn = model[1]
     with torch.no_grad():
         features = model[0](normalize(x))  # (96, 4, 8, 8)

@@ -11,6 +11,7 @@ import pickletools
 import re
 import sys
 import zipfile
+from pathlib import Path
 
 import onnx
 import onnxruntime as ort
@@ -18,23 +19,23 @@ import pytest
 import torch
 
 from evaluators.data import ImageData, load_dataset
-from evaluators.proxy import ConfigError
 from evaluators.scratch import (
     BASE_LR,
     CHECKPOINT_NAME,
     TRAIN_PRESETS,
     CheckpointError,
+    ConfigError,
     OnnxError,
     TrainConfig,
     TrainProgress,
-    _lr_factor,
     export_onnx,
     load_checkpoint,
     model_from_checkpoint,
     train_config,
     train_from_scratch,
 )
-from space import UserError
+from evaluators.training import lr_factor
+from space import UserError, load_architecture
 from tests.helpers import SMALL_ARCH
 
 SMALL = SMALL_ARCH
@@ -107,7 +108,7 @@ def test_more_epochs_on_resume_follow_the_longer_schedule_from_the_first_step(di
     steps = len(digits.train_x) // FAST.batch_size
     total = 4 * steps
     warmup = min(resumed.config.warmup_epochs * steps, total // 10)
-    expected = [first.config.lr * _lr_factor(2 * steps + i, warmup=warmup, total=total)
+    expected = [first.config.lr * lr_factor(2 * steps + i, warmup=warmup, total=total)
                 for i in range(2 * steps)]
     assert lrs == pytest.approx(expected, rel=1e-12)
     assert lrs[0] > 0.4 * first.config.lr  # the old schedule had ended at 0
@@ -179,6 +180,24 @@ def test_nan_loss_stops_with_a_failed_status(digits, tmp_path):
                         r"was written; a lower learning rate may help", result.error)
     assert result.epochs == 0 and not (tmp_path / CHECKPOINT_NAME).exists()
     json.dumps(result.to_dict())
+
+
+def test_a_checkpoint_of_format_version_1_still_loads():
+    """tests/data/checkpoint_v1: a checkpoint as 'search train' wrote format version 1 (see
+    tests/search/test_cli_train.py, which resumes it)."""
+    folder = Path(__file__).resolve().parents[1] / "data" / "checkpoint_v1"
+    model, state = model_from_checkpoint(folder / CHECKPOINT_NAME)
+    assert state["version"] == 1 and state["epoch"] == 1 and not model.training
+    assert state["arch"] == load_architecture(folder / "arch.json")[0].to_dict()
+    weights = model.state_dict()
+    assert weights.keys() == state["model"].keys()
+    for name, tensor in state["model"].items():
+        assert torch.equal(weights[name], tensor), name
+    config = TrainConfig.from_dict(state["config"])
+    assert (config.resolution, config.stem_stride, config.epochs) == (16, 1, 1)
+    with torch.no_grad():
+        logits = model(torch.zeros(2, 3, 16, 16))  # (2, classes)
+    assert logits.shape == (2, 10) and torch.isfinite(logits).all()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -336,8 +355,8 @@ def test_resolution_stem_and_learning_rate_rules():
 
 
 def test_warmup_then_cosine_to_zero():
-    warm = [_lr_factor(s, warmup=4, total=20) for s in range(20)]
+    warm = [lr_factor(s, warmup=4, total=20) for s in range(20)]
     assert warm[:4] == [0.25, 0.5, 0.75, 1.0]
     assert warm[4] == 1.0 and all(a > b for a, b in zip(warm[4:-1], warm[5:], strict=True))
-    assert _lr_factor(20, warmup=4, total=20) == pytest.approx(0.0, abs=1e-12)
-    assert _lr_factor(0, warmup=0, total=10) == 1.0
+    assert lr_factor(20, warmup=4, total=20) == pytest.approx(0.0, abs=1e-12)
+    assert lr_factor(0, warmup=0, total=10) == 1.0

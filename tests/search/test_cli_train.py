@@ -17,12 +17,16 @@ import torch
 from evaluators import count
 from evaluators.scratch import TrainProgress, load_checkpoint, model_from_checkpoint
 from search.cli import main
-from search.commands import train as train_command
+from search.progress import TrainDisplay
 from space import create_architecture, load_architecture
 from tests.evaluators.test_data import write_cifar10
 from tests.results._runs import make_run
 
 ROOT = Path(__file__).resolve().parents[2]
+# A run of format version 1 (checkpoint, train.json, arch.json) as 'search train' wrote it
+# ('train tiny.json --dataset digits --epochs 1 --max-train 64 --threads 1', tiny.json a
+# two-stage GhostNet at width 0.5): a later GhostNAS must still load and resume it.
+CHECKPOINT_V1 = ROOT / "tests" / "data" / "checkpoint_v1"
 OWN = {"checkpoint.pt", "train.json", "arch.json"}
 # 64 digits at their native 8x8: about a second per run of ghostnet_050 on one thread.
 TINY = ["--dataset", "digits", "--max-train", "64", "--threads", "1"]
@@ -270,14 +274,14 @@ def test_a_nan_loss_fails_with_exit_1(tmp_path, capsys):
 
 def test_interrupted_run_resumes(tmp_path, capsys, monkeypatch):
     out = tmp_path / "ctrl-c"
-    original = train_command._Display.__call__
+    original = TrainDisplay.__call__
 
     def interrupt_after_epoch_1(self, p: TrainProgress) -> None:
         original(self, p)
         if p.kind == "epoch":
             raise KeyboardInterrupt
 
-    monkeypatch.setattr(train_command._Display, "__call__", interrupt_after_epoch_1)
+    monkeypatch.setattr(TrainDisplay, "__call__", interrupt_after_epoch_1)
     assert main(["train", "ghostnet_050", "--epochs", "2", *TINY, "--out", str(out)]) == 130
     err = capsys.readouterr().err
     assert "--resume" in err and "interrupted" in err
@@ -322,7 +326,7 @@ def test_train_on_val_needs_a_test_split(tmp_path, capsys):
 
 def test_progress_bar_on_a_terminal():
     bar, out, epochs = _Terminal(), io.StringIO(), []
-    display = train_command._Display(split="test", on_epoch=epochs.append, out=out, bar=bar)
+    display = TrainDisplay(split="test", on_epoch=epochs.append, out=out, bar=bar)
     for step in (1, 10):
         display(TrainProgress(kind="step", epoch=2, epochs=5, step=step, steps=10, loss=1.25,
                               lr=0.1, images_per_second=1234.0, eta_seconds=95.0))
@@ -386,3 +390,22 @@ def test_a_damaged_saved_setting_is_refused_naming_train_json(trained, tmp_path,
                    f"train.json: settings.{key} is {value!r}, not a valid value",
                    "start over with --force")
     assert _snapshot(copy) == before
+
+
+def test_a_run_written_by_format_version_1_resumes_for_another_epoch(tmp_path, capsys):
+    out = tmp_path / "v1"
+    shutil.copytree(CHECKPOINT_V1, out)
+    before = json.loads((out / "train.json").read_text())
+    assert main(["train", str(CHECKPOINT_V1 / "arch.json"), "--out", str(out), "--resume",
+                 "--epochs", "2"]) == 0
+    text = capsys.readouterr().out
+    assert "resuming" in text and "epoch 2/2: top1 " in text and "epoch 1/2" not in text
+    record = json.loads((out / "train.json").read_text())
+    assert record["status"] == "finished" and record["final"]["resumed_from"] == 1
+    assert [h["epoch"] for h in record["history"]] == [1, 2]
+    assert {k: record["history"][0][k] for k in ("top1", "loss", "lr")} == \
+        {k: before["history"][0][k] for k in ("top1", "loss", "lr")}
+    # one step per epoch (64 images, batch 64), no warm-up: half the cosine of 2 steps
+    assert record["history"][1]["lr"] == pytest.approx(before["config"]["lr"] / 2)
+    assert load_checkpoint(out / "checkpoint.pt")["epoch"] == 2
+    assert {p.name for p in out.iterdir()} == OWN

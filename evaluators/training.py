@@ -1,0 +1,371 @@
+"""The pieces of supervised training shared by the proxy (evaluators/proxy.py) and from-scratch
+training (evaluators/scratch/): model set-up, optimizer, schedule, one step, one epoch,
+BatchNorm recalibration and evaluation.
+
+Each piece is small and takes what it needs as arguments, not a whole configuration, so that
+the two trainers (and later a CUDA-graph step, a data-parallel run or a streaming
+:class:`~evaluators.batches.BatchSource`) can swap one without touching the others:
+
+- :class:`TrainStep` is one optimisation step: forward under autocast, cross-entropy with label
+  smoothing, backward, optimizer, learning-rate schedule;
+- :func:`train_epoch` runs a step over one epoch of a batch source. The loss is summed on the
+  device and checked for NaN/inf only every ``check_every`` steps and at the epoch's end
+  (:class:`LossWatch`), so there is no host-device synchronisation per step where one costs;
+- :func:`score` recomputes BatchNorm statistics with the current weights ("precise BN"), then
+  evaluates; running averages lag the weights while the learning rate is high, which makes
+  early-epoch figures (what early stopping acts on) mostly noise.
+
+Mixed precision is CUDA-only: bf16 autocast on a CPU without native bf16 is many times slower
+than fp32 (:func:`amp_dtype` refuses it).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import math
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from evaluators.batches import BatchSource
+from evaluators.transforms import Normalizer, resize_images
+from space.checks import UserError, check_float, check_int, shown
+
+__all__ = ["AMP_CHOICES", "ConfigError", "EpochStats", "LossWatch", "TrainStep", "amp_dtype",
+           "autocast", "batchnorms", "build_model", "check_settings", "evaluate",
+           "grad_scaler", "isolated", "lr_factor", "param_groups", "recalibrate_bn",
+           "score", "seed_generator", "sgd", "train_epoch", "warmup_cosine"]
+
+AMP_CHOICES = ("auto", "off", "bf16", "fp16")
+
+
+class ConfigError(UserError):
+    """A training setting out of range; the message names the field."""
+
+
+# The rule of every training setting, shared by ProxyConfig and TrainConfig so that a field
+# the two have in common is checked (and worded) once.
+_INTS = {"epochs": 1, "batch_size": 2, "resolution": 8, "eval_batch_size": 1, "seed": 0,
+         "bn_recalibrate": 0, "warmup_epochs": 0, "threads": 1}  # name -> minimum
+_NUMBERS = {  # name -> (low, high, low allowed)
+    "lr": (0.0, None, False), "momentum": (0.0, 1.0, True), "weight_decay": (0.0, None, True),
+    "label_smoothing": (0.0, 1.0, True), "warmup_fraction": (0.0, 1.0, True),
+    "crop_padding": (0.0, 0.5, True), "bn_momentum": (0.0, 1.0, False)}
+_FLAGS = ("augment", "flip", "channels_last", "nesterov")
+
+
+def check_settings(config: Any, *, optional: tuple[str, ...] = ()) -> None:
+    """Check every field of the dataclass ``config`` by its rule; raise :class:`ConfigError`
+    naming the first bad one. Fields in ``optional`` may also be None."""
+    for f in dataclasses.fields(config):
+        name, value = f.name, getattr(config, f.name)
+        if value is None and name in optional:
+            continue
+        if name in _INTS:
+            check_int(name, value, minimum=_INTS[name], error=ConfigError)
+        elif name == "stem_stride":
+            check_int(name, value, choices=(1, 2), error=ConfigError)
+        elif name in _NUMBERS:
+            low, high, low_inclusive = _NUMBERS[name]
+            check_float(name, value, low=low, high=high, low_inclusive=low_inclusive,
+                        error=ConfigError)
+        elif name in _FLAGS:
+            if not isinstance(value, bool):
+                raise ConfigError(f"{name}: got {shown(value)}, expected true or false")
+        elif name == "amp":
+            if value not in AMP_CHOICES:
+                raise ConfigError(f"amp: got {value!r}, expected one of {', '.join(AMP_CHOICES)}")
+        elif name == "device":
+            # its form only; whether this machine has it is resolve_device's question
+            if not isinstance(value, str) or not (
+                    value in ("auto", "cpu", "cuda") or value.startswith("cuda:")):
+                raise ConfigError(f"device: got {value!r}, expected auto, cpu, cuda or cuda:N")
+        else:
+            raise AssertionError(f"no rule for the training setting {name!r}")
+
+
+# ---------------------------------------------------------------------------------------------
+# Where and how precisely it runs
+
+
+def amp_dtype(amp: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype that the ``amp`` setting asks for on ``device``; None for fp32."""
+    if device.type != "cuda":
+        if amp in ("bf16", "fp16"):
+            raise ConfigError(f"amp: got {amp!r}, but mixed precision is CUDA-only (bf16 "
+                              "on CPU is many times slower); use auto or off")
+        return None
+    if amp == "off":
+        return None
+    if amp == "fp16" or (amp == "auto" and not torch.cuda.is_bf16_supported()):
+        return torch.float16
+    return torch.bfloat16
+
+
+def autocast(device: torch.device, dtype: torch.dtype | None) -> contextlib.AbstractContextManager:
+    """``torch.autocast`` for ``dtype``, or a no-op context for None (fp32)."""
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def grad_scaler(device: torch.device, dtype: torch.dtype | None) -> torch.amp.GradScaler | None:
+    """A loss scaler for fp16, whose range underflows small gradients; None otherwise (bf16
+    has fp32's range)."""
+    return torch.amp.GradScaler(device.type) if dtype == torch.float16 else None
+
+
+@contextlib.contextmanager
+def isolated(device: torch.device, *, threads: int | None) -> Iterator[None]:
+    """A block whose RNG seeding and ``torch.set_num_threads(threads)`` (CPU only; None leaves
+    the count) do not leak: the caller's RNG states and thread count are restored after it."""
+    previous = torch.get_num_threads()
+    cuda = [device.index if device.index is not None else torch.cuda.current_device()] \
+        if device.type == "cuda" else []
+    try:
+        if threads is not None and device.type == "cpu":
+            torch.set_num_threads(threads)
+        with torch.random.fork_rng(devices=cuda):
+            yield
+    finally:
+        torch.set_num_threads(previous)
+
+
+def seed_generator(seed: int, device: torch.device) -> torch.Generator:
+    """Seed the global RNG (weights, dropout) and return a generator on ``device`` seeded
+    alike (batch order, augmentation). Call it inside :func:`isolated`."""
+    torch.manual_seed(seed)
+    gen = torch.Generator(device=device)
+    gen.manual_seed(seed)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # fixed shapes: autotune the convolutions once
+    return gen
+
+
+# ---------------------------------------------------------------------------------------------
+# Model, optimizer, schedule
+
+
+def batchnorms(model: nn.Module) -> list[nn.modules.batchnorm._BatchNorm]:
+    """Every BatchNorm layer of ``model``."""
+    return [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+
+
+def build_model(arch: Any, *, stem_stride: int, device: torch.device, channels_last: bool,
+                bn_momentum: float) -> nn.Module:
+    """``arch`` built for training on ``device``: NHWC if ``channels_last`` (oneDNN's depthwise
+    convolutions and tensor cores are faster in it), training mode, and one momentum on every
+    BatchNorm (torchvision's MobileNetV3 uses 0.01, whose running statistics are still far off
+    after a short training)."""
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    model = arch.build(stem_stride=stem_stride).to(device=device, memory_format=fmt).train()
+    for bn in batchnorms(model):
+        bn.momentum = bn_momentum
+    return model
+
+
+def param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
+    """Optimizer groups: ``weight_decay`` on weight matrices and kernels, none on BatchNorm
+    parameters and biases (decaying them only fights the normalisation)."""
+    decay, no_decay = [], []
+    for p in model.parameters():
+        if p.requires_grad:
+            (no_decay if p.ndim <= 1 else decay).append(p)  # BN weights/biases and conv biases
+    return [{"params": decay, "weight_decay": weight_decay},
+            {"params": no_decay, "weight_decay": 0.0}]
+
+
+def sgd(model: nn.Module, device: torch.device, *, lr: float, momentum: float, nesterov: bool,
+        weight_decay: float) -> torch.optim.SGD:
+    """SGD over :func:`param_groups`; fused on CPU, where the default update is a Python loop
+    over the parameters and costs a large share of a small network's step
+    (benchmarks/train_step.py). CUDA keeps PyTorch's default (multi-tensor) update."""
+    return torch.optim.SGD(param_groups(model, weight_decay), lr=lr, momentum=momentum,
+                           nesterov=nesterov, fused=True if device.type == "cpu" else None)
+
+
+def lr_factor(step: int, *, warmup: int, total: int) -> float:
+    """Multiplier of the peak rate for optimizer step ``step`` (0-based): linear warm-up over
+    ``warmup`` steps (BatchNorm networks at a high rate diverge less often when it starts
+    small), then half a cosine to zero at ``total``."""
+    if step < warmup:
+        return (step + 1) / warmup
+    progress = min(1.0, (step - warmup) / max(1, total - warmup))
+    return 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+def warmup_cosine(opt: torch.optim.Optimizer, *, warmup: int,
+                  total: int) -> torch.optim.lr_scheduler.LambdaLR:
+    """The schedule of :func:`lr_factor` over the optimizer's rate, stepped once per step."""
+    return torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: lr_factor(s, warmup=warmup, total=total))
+
+
+# ---------------------------------------------------------------------------------------------
+# One step, one epoch
+
+
+class TrainStep:
+    """One optimisation step on a batch; returns the loss as a detached fp32 scalar on the
+    device (reading it would synchronise, so callers sum it there)."""
+
+    def __init__(self, model: nn.Module, opt: torch.optim.Optimizer,
+                 schedule: torch.optim.lr_scheduler.LRScheduler, *, amp: torch.dtype | None,
+                 label_smoothing: float, scaler: torch.amp.GradScaler | None = None) -> None:
+        self.model, self.opt, self.schedule = model, opt, schedule
+        self.amp, self.label_smoothing, self.scaler = amp, label_smoothing, scaler
+        self.device = next(model.parameters()).device
+        self.lr = opt.param_groups[0]["lr"]  # the rate of the last step taken
+
+    def __call__(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        with autocast(self.device, self.amp):
+            loss = F.cross_entropy(self.model(x), y, label_smoothing=self.label_smoothing)
+        self.opt.zero_grad(set_to_none=True)
+        if self.scaler is not None:
+            self.scaler.scale(loss).backward()
+            self.scaler.step(self.opt)
+            self.scaler.update()
+        else:
+            loss.backward()
+            self.opt.step()
+        self.lr = self.opt.param_groups[0]["lr"]
+        self.schedule.step()
+        return loss.detach().float()
+
+
+class LossWatch:
+    """The sum of an epoch's losses and its first non-finite one, kept on the device: adding a
+    loss never synchronises; :meth:`first_bad` and :meth:`mean` do."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.total = torch.zeros((), device=device)
+        self.bad_step = torch.full((), -1, dtype=torch.int64, device=device)  # 0-based
+        self.bad_loss = torch.zeros((), device=device)
+        self.step = torch.zeros((), dtype=torch.int64, device=device)
+        self.count = 0
+
+    def add(self, loss: torch.Tensor) -> None:
+        self.total += loss
+        newly_bad = (self.bad_step < 0) & ~torch.isfinite(loss)
+        self.bad_step = torch.where(newly_bad, self.step, self.bad_step)
+        self.bad_loss = torch.where(newly_bad, loss, self.bad_loss)
+        self.step += 1
+        self.count += 1
+
+    def first_bad(self) -> tuple[int, str] | None:
+        """(1-based step, "nan" or "inf") of the first non-finite loss, or None."""
+        bad = int(self.bad_step.item())
+        if bad < 0:
+            return None
+        return bad + 1, "nan" if math.isnan(self.bad_loss.item()) else "inf"
+
+    def mean(self) -> float:
+        return self.total.item() / self.count
+
+
+@dataclass(frozen=True)
+class EpochStats:
+    """What an epoch (or its first ``steps`` steps) did."""
+
+    steps: int  # steps run
+    seconds: float  # their wall time, up to the last synchronisation
+    loss: float  # mean training loss of those steps
+    lr: float  # the learning rate of the last of them
+    bad_step: int = 0  # 1-based step of the first non-finite loss; 0 if none
+    bad_kind: str = ""  # "nan" or "inf"
+
+    def failure(self, epoch: int) -> str:
+        """The one-line reason a non-finite loss stopped ``epoch``; "" if none did."""
+        if not self.bad_step:
+            return ""
+        return f"non-finite loss ({self.bad_kind}) at epoch {epoch}, step {self.bad_step}"
+
+
+def train_epoch(step: TrainStep, batches: BatchSource, *, check_every: int,
+                on_check: Callable[[EpochStats], None] | None = None) -> EpochStats:
+    """Run ``step`` over one epoch of ``batches``. Every ``check_every`` steps and at the end
+    the losses are checked (a synchronisation); a non-finite one ends the epoch there, and
+    otherwise ``on_check`` is told the epoch so far."""
+    t0 = time.perf_counter()
+    watch = LossWatch(step.device)
+    for x, y in batches.epoch():
+        watch.add(step(x, y))
+        done = watch.count
+        if done % check_every and done != batches.steps:
+            continue
+        bad = watch.first_bad()  # the sync; also ends the timing of the steps so far
+        seconds = time.perf_counter() - t0
+        if bad is not None:
+            return EpochStats(done, seconds, watch.mean(), step.lr, *bad)
+        if on_check is not None:
+            on_check(EpochStats(done, seconds, watch.mean(), step.lr))
+    return EpochStats(watch.count, time.perf_counter() - t0, watch.mean(), step.lr)
+
+
+# ---------------------------------------------------------------------------------------------
+# BatchNorm statistics and evaluation
+
+
+@torch.no_grad()
+def recalibrate_bn(model: nn.Module, batches: Iterable[torch.Tensor]) -> None:
+    """Recompute every BatchNorm's running statistics as the exact average over ``batches``
+    (model inputs, each of two or more images) with the current weights. The model is left in
+    training mode."""
+    bns = batchnorms(model)
+    saved = [m.momentum for m in bns]
+    for m in bns:
+        m.reset_running_stats()
+        m.momentum = None  # cumulative moving average: every batch counts equally
+    model.train()
+    for xb in batches:
+        model(xb)
+    for m, momentum in zip(bns, saved, strict=True):
+        m.momentum = momentum
+
+
+@torch.inference_mode()
+def evaluate(model: nn.Module, x_uint8: torch.Tensor, y: torch.Tensor, *, resolution: int,
+             batch_size: int = 512, channels_last: bool = True,
+             amp: torch.dtype | None = None) -> float:
+    """Top-1 (percent) of ``model`` on uint8 images (resized to ``resolution``), in eval mode,
+    on the model's device; the model's train/eval mode is restored afterwards. NaN if any
+    output is non-finite: weights that diverged in the last steps give NaN logits whose argmax
+    would pass for a chance-level score."""
+    if len(x_uint8) == 0 or len(x_uint8) != len(y):
+        raise ValueError(f"evaluate: got {len(x_uint8)} images and {len(y)} labels")
+    device = next(model.parameters()).device
+    norm = Normalizer(device)
+    was_training = model.training
+    model.eval()
+    correct = torch.zeros((), dtype=torch.int64, device=device)
+    finite = torch.ones((), dtype=torch.bool, device=device)
+    for i in range(0, len(x_uint8), batch_size):
+        xb = x_uint8[i:i + batch_size].to(device, non_blocking=True)
+        yb = y[i:i + batch_size].to(device, non_blocking=True)
+        xb = norm(resize_images(xb, resolution), channels_last=channels_last)
+        with autocast(device, amp):
+            logits = model(xb)  # (B, num_classes)
+        correct += (logits.argmax(1) == yb).sum()
+        finite &= torch.isfinite(logits).all()
+    model.train(was_training)
+    return 100.0 * correct.item() / len(x_uint8) if bool(finite) else math.nan
+
+
+def score(model: nn.Module, batches: BatchSource, x_uint8: torch.Tensor, y: torch.Tensor, *,
+          recalibrate: int, resolution: int, batch_size: int, channels_last: bool,
+          amp: torch.dtype | None) -> float:
+    """:func:`evaluate` after recomputing the BatchNorm statistics on ``recalibrate`` training
+    images of ``batches`` (0: keep the running averages). Leaves the model in training mode."""
+    if recalibrate:
+        with autocast(next(model.parameters()).device, amp):
+            recalibrate_bn(model, batches.calibration(recalibrate))
+    top1 = evaluate(model, x_uint8, y, resolution=resolution, batch_size=batch_size,
+                    channels_last=channels_last, amp=amp)
+    model.train()
+    return top1
