@@ -162,9 +162,10 @@ def replayed(args, record: dict, runs: Path, save) -> None:
             save()
     rows = {p: [] for p in POLICIES}
     for seed, info in sorted(full.items()):
-        trials = recorded_trials(load_run(info["run"]))
+        run = load_run(info["run"])
+        trials = recorded_trials(run)
         for policy in POLICIES:
-            r = replay(trials, policy=policy, workers=2)
+            r = replay(trials, policy=policy, workers=2, held_out=run.meta["data"]["val"])
             rows[policy].append({"seed": int(seed), "stopped": len(r.stopped),
                                  "front": len(r.final_front),
                                  "front_stopped": len(r.front_stopped),
@@ -176,7 +177,7 @@ def replayed(args, record: dict, runs: Path, save) -> None:
             "front_stopped_share": sum(r["front_stopped"] for r in rs) / front if front else 0,
             "front_candidates": front, "stopped": sum(r["stopped"] for r in rs),
             "compute_saved_mean": statistics.fmean(r["saved"] for r in rs), "per_seed": rs}
-        print(f"{policy:<7}: stops {summary[policy]['front_stopped_share']:.1%} of the "
+        print(f"{policy:<12}: stops {summary[policy]['front_stopped_share']:.1%} of the "
               f"{front} finally non-dominated candidates over {len(rs)} runs; saves "
               f"{summary[policy]['compute_saved_mean']:.1%} of the compute", flush=True)
     record["replay"] = summary

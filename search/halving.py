@@ -17,6 +17,15 @@ ordered by NSGA-II's crowding distance (Deb et al., 2002), which keeps a front's
 cheapest, the most accurate) and stops the most crowded. Reference models enter the rungs as
 comparators: they push the candidates they dominate down the ranking, but are never stopped
 and do not count towards the quota.
+
+An early top-1 is a noisy estimate of the final one (a few hundred held-out images, a few
+epochs, one seed), and replaying the quota rule on recorded full runs showed it stopping many
+candidates that were on the front after full training (``benchmarks/search_quality.py``
+replay). So a candidate is stopped only when both hold: it is outside the quota, and some trial
+in the rung dominates it *beyond the noise* — no worse in every cost, and ahead in top-1 by
+more than ``margin`` standard errors of the difference (binomial on the held-out images, plus
+the proxy's seed-to-seed spread where known). A difference inside the noise is a tie, and a
+scheduler does not act on a tie. ``margin=None`` gives the paper's rule (the quota alone).
 """
 
 from __future__ import annotations
@@ -63,6 +72,9 @@ class HalvingPolicy:
     rung_epochs: tuple[int, ...]
     objectives: tuple[str, ...] = ("top1", "flops")
     eta: int = 3
+    held_out: int | None = None  # images each top-1 is measured on; None: no noise margin
+    seed_sd: float = 0.0  # the proxy's seed-to-seed standard deviation of top-1, points
+    margin: float | None = 2.0  # standard errors a lead must exceed; None: quota alone
     rungs: dict[int, dict[str, Point]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -99,14 +111,43 @@ class HalvingPolicy:
         return go_on
 
     def keeps(self, rung_epoch: int, trial_id: str) -> bool:
-        """Whether ``trial_id`` is within its rung's quota: fewer than ``ceil(n / eta)`` of the
-        rung's ``n`` candidates rank strictly above it (ties go its way, as in ASHA's cutoff)."""
+        """Whether ``trial_id`` goes on from its rung: with several objectives, when no trial
+        there dominates it beyond the noise (:meth:`clearly_dominated`) or it is within the
+        quota; with top-1 alone or ``margin=None``, when it is within the quota."""
+        if len(self.objectives) > 1 and self.margin is not None \
+                and not self.clearly_dominated(rung_epoch, trial_id):
+            return True
+        return self.within_quota(rung_epoch, trial_id)
+
+    def within_quota(self, rung_epoch: int, trial_id: str) -> bool:
+        """Fewer than ``ceil(n / eta)`` of the rung's ``n`` candidates rank strictly above
+        ``trial_id`` (ties go its way, as in ASHA's cutoff)."""
         order = self.ranking(rung_epoch)
         candidates = [t for t, p in self.rungs[rung_epoch].items() if not p.comparator]
         quota = max(1, math.ceil(len(candidates) / self.eta))
         mine = order[trial_id]
         above = sum(1 for t in candidates if order[t] < mine)
         return above < quota
+
+    def noise(self, a: float, b: float) -> float:
+        """The lead (points of top-1) that two results ``a`` and ``b`` must differ by to be
+        told apart: ``margin`` standard errors of their difference."""
+        var = 2 * self.seed_sd ** 2
+        if self.held_out:
+            var += sum(p * (100 - p) for p in (a, b)) / self.held_out  # points squared
+        return (self.margin or 0.0) * math.sqrt(var)
+
+    def clearly_dominated(self, rung_epoch: int, trial_id: str) -> bool:
+        """Whether a trial in the rung is no worse than ``trial_id`` in every cost and ahead
+        in top-1 beyond :meth:`noise`."""
+        rung = self.rungs[rung_epoch]
+        top1, *costs = rung[trial_id].values
+        for other, point in rung.items():
+            o_top1, *o_costs = point.values
+            if other != trial_id and all(c <= m for c, m in zip(o_costs, costs, strict=True)) \
+                    and o_top1 - top1 > self.noise(o_top1, top1):
+                return True
+        return False
 
     def ranking(self, rung_epoch: int) -> dict[str, tuple[int, float]]:
         """Trial id -> sort key (lower is better) of every point in a rung: its non-dominated

@@ -31,7 +31,9 @@ from search.halving import SENSES, HalvingPolicy, milestones
 
 __all__ = ["RecordedTrial", "ReplayResult", "recorded_trials", "replay", "POLICIES"]
 
-POLICIES = ("none", "asha", "pareto")
+# none: every trial runs every epoch; asha: single-metric ASHA (top-1 alone); pareto-asha: the
+# default, non-dominated sorting with the noise margin; pareto-quota: the paper's quota alone
+POLICIES = ("none", "asha", "pareto-asha", "pareto-quota")
 
 
 @dataclass(frozen=True)
@@ -99,13 +101,16 @@ class ReplayResult(NamedTuple):
         return len(self.front_stopped) / len(self.final_front) if self.final_front else 0.0
 
 
-def _policy(name: str, epochs: int, objectives: tuple[str, ...], eta: int) -> HalvingPolicy | None:
+def _policy(name: str, epochs: int, objectives: tuple[str, ...], eta: int,
+            held_out: int | None, seed_sd: float) -> HalvingPolicy | None:
     if name not in POLICIES:
         raise ValueError(f"policy: got {name!r}, expected one of {', '.join(POLICIES)}")
     if name == "none" or epochs <= 1:
         return None
     return HalvingPolicy(rung_epochs=milestones(epochs, eta=eta),
-                         objectives=("top1",) if name == "asha" else objectives, eta=eta)
+                         objectives=("top1",) if name == "asha" else objectives, eta=eta,
+                         held_out=held_out, seed_sd=seed_sd,
+                         margin=None if name == "pareto-quota" else 2.0)
 
 
 def final_front(trials: Sequence[RecordedTrial], objectives: Sequence[str]) -> tuple[str, ...]:
@@ -120,12 +125,15 @@ def final_front(trials: Sequence[RecordedTrial], objectives: Sequence[str]) -> t
 
 
 def replay(trials: Sequence[RecordedTrial], *, policy: str, objectives: tuple[str, ...] =
-           ("top1", "flops"), workers: int = 2, eta: int = 3) -> ReplayResult:
-    """Run ``policy`` (none, asha: top-1 alone, pareto: non-dominated sorting) on ``trials``."""
+           ("top1", "flops"), workers: int = 2, eta: int = 3, held_out: int | None = None,
+           seed_sd: float = 0.0) -> ReplayResult:
+    """Run ``policy`` (one of :data:`POLICIES`) on ``trials``; ``held_out``: images each top-1
+    was measured on (run.json's ``data.val``), ``seed_sd``: the proxy's seed spread (points),
+    both for the noise margin of ``pareto-asha``."""
     if not trials:
         raise ValueError("trials: nothing to replay")
     epochs = len(trials[0].top1)
-    rule = _policy(policy, epochs, objectives, eta)
+    rule = _policy(policy, epochs, objectives, eta, held_out, seed_sd)
     queue = list(trials)
     events: list[tuple[float, int, int, RecordedTrial]] = []  # (time, seq, epoch, trial)
     seq = 0

@@ -13,8 +13,8 @@ from results.pareto import crowding_distance, nondominated_fronts
 from search.halving import HalvingPolicy, milestones
 
 
-def _policy(objectives=("top1", "flops")) -> HalvingPolicy:
-    return HalvingPolicy(rung_epochs=(1,), objectives=objectives)
+def _policy(objectives=("top1", "flops"), **options) -> HalvingPolicy:
+    return HalvingPolicy(rung_epochs=(1,), objectives=objectives, **options)
 
 
 def _fill(policy: HalvingPolicy, points: dict[str, tuple], comparators=()) -> None:
@@ -46,8 +46,8 @@ def test_a_dominated_network_is_stopped():
     assert policy.record("worse", 1, (70.0, 60e6)) is False
 
 
-def test_a_rung_of_mutually_non_dominated_networks_still_stops_its_quota():
-    policy = _policy()
+def test_the_papers_rule_stops_its_quota_in_a_rung_of_mutually_non_dominated_networks():
+    policy = _policy(margin=None)
     # a front from cheap-and-weak to dear-and-strong, all non-dominated
     front = {f"c{i}": (60.0 + 4 * i, (20 + 30 * i) * 1e6) for i in range(6)}
     decisions = {tid: policy.record(tid, 1, v) for tid, v in front.items()}
@@ -122,3 +122,22 @@ def test_crowding_distance_prefers_the_ends_and_the_lonely():
 def test_objectives_are_checked(objectives):
     with pytest.raises(ValueError, match="objectives"):
         HalvingPolicy(rung_epochs=(1,), objectives=objectives)
+
+
+def test_by_default_only_a_network_dominated_beyond_the_noise_is_stopped():
+    # 450 held-out images: two results near 80% must differ by ~5.3 points to be told apart
+    policy = _policy(held_out=450)
+    assert 5.0 < policy.noise(80.0, 80.0) < 5.5
+    front = {f"c{i}": (60.0 + 4 * i, (20 + 30 * i) * 1e6) for i in range(6)}
+    _fill(policy, front)
+    # non-dominated in a crowded front: the paper's quota would stop it; here it goes on
+    assert policy.record("middle", 1, (71.0, 95e6)) is True
+    # dominated by c2 (68%, 80M FLOPs) but only by 2 points: a tie, goes on
+    assert policy.record("close", 1, (66.0, 85e6)) is True
+    # dominated by c2 by 20 points: stopped (outside the quota)
+    assert policy.record("far", 1, (48.0, 85e6)) is False
+
+
+def test_seed_noise_widens_the_margin():
+    assert _policy(held_out=450, seed_sd=2.0).noise(80, 80) > _policy(held_out=450).noise(80, 80)
+    assert _policy().noise(80, 80) == 0.0  # nothing known about the noise: any lead counts
