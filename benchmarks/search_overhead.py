@@ -28,8 +28,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks._machine import machine  # noqa: E402
 from results.runfolder import RunFolder  # noqa: E402
+from search.driver import run_search  # noqa: E402
 from search.settings import RunSettings  # noqa: E402
-from search.tune import run_search  # noqa: E402
 
 
 def main() -> None:

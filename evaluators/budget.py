@@ -13,8 +13,8 @@ import re
 
 from space import UserError
 
-__all__ = ["BudgetError", "parse_flops", "parse_latency_ms", "format_flops", "FLOPS_FORMS",
-           "LATENCY_FORMS"]
+__all__ = ["BudgetError", "parse_flops", "parse_latency_ms", "format_flops",
+           "check_budget_reachable", "FLOPS_FORMS", "LATENCY_FORMS"]
 
 FLOPS_FORMS = "300MFLOPs, 300 MFLOPs, 0.3GFLOPs, 150kFLOPs, 300M, 300e6 or 300000000"
 LATENCY_FORMS = "15ms, 15 ms, 1.5s, 800us or 15 (milliseconds)"
@@ -29,7 +29,7 @@ _TIME = {None: (1, 1), "ms": (1, 1), "s": (1000, 1), "us": (1, 1000), "µs": (1,
 
 
 class BudgetError(UserError):
-    pass
+    """A budget that cannot be read, or that no architecture of the space meets."""
 
 
 def parse_flops(text: str, *, option: str = "--budget") -> int:
@@ -63,3 +63,14 @@ def format_flops(flops: float) -> str:
         if abs(flops) >= div:
             return f"{flops / div:.1f}{suffix}"
     return f"{flops:.0f}"
+
+
+def check_budget_reachable(budget_flops: int, *, min_flops: int, option: str = "--budget") -> None:
+    """Raise :class:`BudgetError` when ``budget_flops`` is below ``min_flops``, the cheapest
+    architecture of the search space (:func:`evaluators.flops.flops_range`): no candidate could
+    ever be trained, so the command stops before any slow step."""
+    if budget_flops < min_flops:
+        raise BudgetError(
+            f"{option} {format_flops(budget_flops)} FLOPs ({budget_flops:,}) is below the "
+            f"cheapest architecture of the search space ({min_flops:,} FLOPs = MACs at "
+            "224x224); raise the budget or pass a --space file with smaller choices")

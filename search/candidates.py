@@ -32,7 +32,7 @@ from space.search_space import SearchSpace
 
 __all__ = ["Candidate", "CandidateSource", "OBJECTIVES", "make_sampler", "SAMPLERS"]
 
-# objective name -> (value key in results, Optuna direction)
+# objective name (--objectives) -> its Optuna direction; the one list of objectives
 OBJECTIVES = {"top1": "maximize", "flops": "minimize", "latency": "minimize"}
 SAMPLERS = ("nsga2", "tpe", "gp", "random")
 

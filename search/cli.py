@@ -97,7 +97,7 @@ def _one_line_warning(message, category, filename, lineno, line=None) -> str:
 def main(argv: list[str] | None = None) -> int:
     warnings.formatwarning = _one_line_warning
     try:
-        parser = build_parser()  # imports torch: a second or two in which Ctrl-C may land
+        parser = build_parser()  # imports torch, long enough for a Ctrl-C to land in it
     except KeyboardInterrupt:
         sys.stderr.write("interrupted\n")
         return 130

@@ -5,19 +5,23 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import hashlib
-import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from evaluators.proxy import proxy_config
 from space import UserError
+from space.checks import check_float, check_int
 
-__all__ = ["RunSettings", "SettingsError", "RESUME_MUST_MATCH"]
+__all__ = ["RunSettings", "SettingsError", "RESUME_MUST_MATCH", "SCHEDULERS", "MAX_SEED",
+           "seed_arg", "file_sha256"]
+
+# --scheduler's choices; search.ray_adapters.make_scheduler builds each
+SCHEDULERS = ("asha", "none")
 
 
 class SettingsError(UserError):
-    pass
+    """A run setting that cannot be used, or that a resumed run may not change."""
 
 
 MAX_SEED = 2**32 - 1  # numpy's and Optuna's samplers take seeds up to here
@@ -37,6 +41,8 @@ def seed_arg(text: str) -> int:
 
 @dataclass(frozen=True)
 class RunSettings:
+    """What ``search run`` was asked to do, one field per option, checked when built."""
+
     budget_flops: int  # MACs at 224x224; candidates above it are never trained
     trials: int = 12  # candidates to train (duplicates and over-budget proposals do not count)
     epochs: int | None = None  # proxy epochs; None: the dataset's preset (evaluators/proxy.py)
@@ -44,7 +50,7 @@ class RunSettings:
     data_dir: str | None = None
     max_train: int | None = None  # seeded stratified subset of the training split
     max_val: int | None = None  # seeded stratified subset of the held-out split
-    sampler: str = "tpe"  # best hypervolume after 24 trials: benchmarks/sampler_quality.py
+    sampler: str = "tpe"  # the best hypervolume in benchmarks/sampler_quality.py
     seed: int = 0
     objectives: tuple[str, ...] = ("top1", "flops")
     latency_budget_ms: float | None = None
@@ -61,31 +67,20 @@ class RunSettings:
     latency_table_sha256: str | None = None  # of --latency-table's file, likewise
 
     def __post_init__(self) -> None:
-        def positive_int(name: str, value: Any, *, allow_none: bool = False) -> None:
-            if value is None and allow_none:
-                return
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise SettingsError(f"--{name.replace('_', '-')}: got {value!r}, expected a "
-                                    "positive integer")
-
-        positive_int("trials", self.trials)
-        positive_int("epochs", self.epochs, allow_none=True)
-        positive_int("max_train", self.max_train, allow_none=True)
-        positive_int("max_val", self.max_val, allow_none=True)
-        positive_int("max_concurrent", self.max_concurrent, allow_none=True)
-        if not (math.isfinite(self.cpus_per_trial) and self.cpus_per_trial > 0):
-            raise SettingsError(f"--cpus-per-trial: got {self.cpus_per_trial!r}, expected a "
-                                "number > 0 (fractions allowed, e.g. 0.5)")
-        if not (math.isfinite(self.gpus_per_trial) and 0 <= self.gpus_per_trial):
-            raise SettingsError(f"--gpus-per-trial: got {self.gpus_per_trial!r}, expected a "
-                                "number >= 0 (fractions such as 0.25 share a GPU)")
+        check_int("--trials", self.trials, error=SettingsError)
+        for name in ("epochs", "max_train", "max_val", "max_concurrent"):  # None: the default
+            if getattr(self, name) is not None:
+                check_int(_option(name), getattr(self, name), error=SettingsError)
+        check_float("--cpus-per-trial", self.cpus_per_trial, low=0.0, error=SettingsError)
+        check_float("--gpus-per-trial", self.gpus_per_trial, low=0.0, low_inclusive=True,
+                    error=SettingsError)
         if self.gpus_per_trial > 1 and self.gpus_per_trial != int(self.gpus_per_trial):
             raise SettingsError(f"--gpus-per-trial: got {self.gpus_per_trial!r}; above 1 it "
                                 "must be a whole number")
         for name in ("cpus_per_trial", "gpus_per_trial"):  # Ray's resolution of a resource
             value = getattr(self, name)
             if abs(value * 10_000 - round(value * 10_000)) > 1e-6:
-                raise SettingsError(f"--{name.replace('_', '-')}: got {value!r}; Ray counts "
+                raise SettingsError(f"{_option(name)}: got {value!r}; Ray counts "
                                     "resources in steps of 0.0001, e.g. 0.25 or 0.0625")
         if "latency" in self.objectives and self.latency_table is None:
             raise SettingsError(
@@ -126,7 +121,7 @@ class RunSettings:
             if mine == theirs:
                 continue
             if name == "latency_table_sha256" and theirs is None:
-                continue  # saved before GhostNAS kept it: the path check is all there is
+                continue  # a run.json without the table's hash: only its path compares
             if name == "latency_table_sha256":
                 raise SettingsError(
                     f"this run folder was started with another version of the latency table "
@@ -140,9 +135,8 @@ class RunSettings:
                 raise SettingsError(
                     f"this run folder was started with another search space ({space(theirs)}, "
                     f"now {space(mine)}); continue it with the same space, or pass a new --out")
-            flag = _FLAGS.get(name, "--" + name.replace("_", "-"))
             raise SettingsError(
-                f"this run folder was started with {flag} {_show(theirs, name)} (now "
+                f"this run folder was started with {_option(name)} {_show(theirs, name)} (now "
                 f"{_show(mine, name)}); continue it with the same setting, or pass a new --out")
 
 
@@ -155,6 +149,11 @@ RESUME_MUST_MATCH = ("budget_flops", "dataset", "epochs", "data_dir", "max_train
 
 # Settings whose command-line option has another name than the field.
 _FLAGS = {"budget_flops": "--budget", "latency_budget_ms": "--latency-budget"}
+
+
+def _option(name: str) -> str:
+    """The command-line option of setting ``name``."""
+    return _FLAGS.get(name, "--" + name.replace("_", "-"))
 
 
 def _show(value: Any, name: str = "") -> str:

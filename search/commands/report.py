@@ -20,11 +20,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import math
-    import shlex
-
-    from evaluators.budget import format_flops
-    from results import load_run, pareto_table, write_report
+    from results import load_run, write_report
+    from results.console import pareto_lines
     from results.runfolder import RunFolder
 
     if args.out is not None:
@@ -32,19 +29,6 @@ def run(args: argparse.Namespace) -> int:
             args.out, fix=" (or drop --out to rewrite RUN_DIR/report.html)")
     data = load_run(args.run_dir)  # one snapshot for the file and the table printed
     path = write_report(data, out=args.out, force=args.force)
-    table = pareto_table(data)
-    front = table[table["pareto_flops"]]
     print(f"report: {path}")
-    if front.empty:
-        print("Pareto set (top1/FLOPs): empty, no candidate has finished yet")
-        return 0
-    n = int((data.trials["kind"] == "candidate").sum())
-    print(f"Pareto set (proxy top1 % vs FLOPs = MACs at 224x224), {len(front)} of {n} "
-          f"candidates; export one with: python -m search export {shlex.quote(str(args.run_dir))}"
-          " --trial ID --out FILE")
-    print(f"{'trial':<14}{'top1 %':>8}{'FLOPs':>9}{'params':>9}{'lat ms':>8}  stage table")
-    for r in front.itertuples(index=False):
-        lat = f"{r.latency_ms:.2f}" if math.isfinite(r.latency_ms) else "-"
-        print(f"{r.trial_id:<14}{r.top1:>8.2f}{format_flops(int(r.flops)):>9}"
-              f"{format_flops(int(r.params)):>9}{lat:>8}  {r.describe}")
+    print("\n".join(pareto_lines(data)))
     return 0

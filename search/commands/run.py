@@ -6,7 +6,7 @@ import argparse
 import sys
 
 from evaluators.data import DATASETS
-from search.settings import seed_arg
+from search.settings import SCHEDULERS, seed_arg
 
 DEFAULT_TRIALS = 12
 
@@ -39,7 +39,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="Optuna sampler choosing the candidates: tpe (multivariate TPE; the best "
                         "hypervolume in benchmarks/sampler_quality.py), nsga2, gp (slow to "
                         "propose in this many dimensions: for expensive trials) or random")
-    g.add_argument("--scheduler", choices=("asha", "none"), default="asha",
+    g.add_argument("--scheduler", choices=SCHEDULERS, default="asha",
                    help="asha: Ray Tune's asynchronous successive halving stops candidates "
                         "whose proxy top1 trails their peers' at the same epoch (reference "
                         "models always finish); none: every trial runs all epochs")
@@ -82,8 +82,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="do not measure latency after the search")
 
 
-# One whole GPU per trial until benchmarks/gpu_proxy.py has measured how 1, 2 and 4 trials
-# share one (README: GPUs); a fraction is a throughput bet that only a measurement can settle.
+# One whole GPU per trial: a fraction is a throughput bet that only a measurement of how trials
+# share one can settle (benchmarks/gpu_proxy.py; README: GPUs), so it is the user's choice.
 AUTO_GPU_SHARE = 1.0
 
 
@@ -92,18 +92,18 @@ def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from evaluators.budget import parse_flops, parse_latency_ms
-    from results.pareto import pareto_front
-    from results.report import write_report
+    from results import load_run, write_report
+    from results.console import pareto_lines
     from results.runfolder import RunFolder
-    from results.table import load_run
+    from search.candidates import OBJECTIVES
+    from search.driver import SearchInterrupted, run_search
     from search.settings import RunSettings, SettingsError
-    from search.tune import SearchInterrupted, run_search
 
     budget = parse_flops(args.budget)
     latency_budget = (parse_latency_ms(args.latency_budget)
                       if args.latency_budget is not None else None)
     objectives = tuple(o.strip() for o in args.objectives.split(",") if o.strip())
-    bad = [o for o in objectives if o not in ("top1", "flops", "latency")]
+    bad = [o for o in objectives if o not in OBJECTIVES]
     if bad or "top1" not in objectives or len(set(objectives)) != len(objectives):
         raise SettingsError(f"--objectives: got {args.objectives!r}, expected top1 plus flops "
                             "and/or latency, e.g. top1,flops or top1,flops,latency")
@@ -152,14 +152,7 @@ def run(args: argparse.Namespace) -> int:
         return 130
     run_data = load_run(folder.path)
     report = write_report(run_data)
-    front = pareto_front(run_data.trials, x="flops", y="top1")
-    print(f"\nPareto set (proxy top1 % vs FLOPs = MACs at 224x224), {len(front)} candidates:")
-    print(f"  {'trial':<8}{'top1 %':>8}{'MFLOPs':>9}{'params':>10}{'latency ms':>12}  stage table")
-    for _, r in front.sort_values("flops").iterrows():
-        lat = f"{r['latency_ms']:.2f}" if r["latency_ms"] == r["latency_ms"] else "-"
-        print(f"  {r['trial_id']:<8}{r['top1']:>8.1f}{r['flops'] / 1e6:>9.1f}"
-              f"{r['params'] / 1e6:>9.2f}M{lat:>12}  {r['describe']}")
+    print("\n" + "\n".join(pareto_lines(run_data)))
     print(f"\nreport:  {report}\ntrials:  {folder.trials_path}\nstudy:   {folder.study_path} "
-          f"(optuna-dashboard {folder.study_path})\nexport:  python -m search export "
-          f"{folder.path} --best --out best.json")
+          f"(optuna-dashboard {folder.study_path})")
     return 0

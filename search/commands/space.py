@@ -22,7 +22,7 @@ def run(args: argparse.Namespace) -> int:
     import json
     import random
 
-    from evaluators.budget import format_flops, parse_flops
+    from evaluators.budget import check_budget_reachable, format_flops, parse_flops
     from evaluators.flops import count, flops_range
     from space import UserError
     from space.search_space import load_space
@@ -35,11 +35,8 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps(space.to_dict(), indent=1))
         return 0
     rng_ = flops_range(space)
-    if budget is not None and budget < rng_.min_flops:
-        raise UserError(
-            f"--budget {args.budget} ({budget:,} FLOPs) is below the cheapest architecture of "
-            f"this space ({rng_.min_flops:,} FLOPs = MACs at 224x224); raise the budget or use "
-            "a --space file with smaller choices")
+    if budget is not None:
+        check_budget_reachable(budget, min_flops=rng_.min_flops)
 
     def fmt(choices: tuple) -> str:
         return "{" + ", ".join(str(c).lower() if isinstance(c, bool) else f"{c:g}"

@@ -193,7 +193,7 @@ def test_address_auto_is_resolved_and_checked_like_a_given_address(monkeypatch):
 
     import ray._private.services as services
 
-    from search.tune import _check_reachable
+    from search.cluster import check_reachable
     from space import UserError
 
     def no_cluster(addr, temp_dir):
@@ -202,20 +202,20 @@ def test_address_auto_is_resolved_and_checked_like_a_given_address(monkeypatch):
     monkeypatch.setattr(services, "get_ray_address_from_environment", no_cluster)
     with pytest.raises(UserError, match="--address auto: no Ray cluster is running on this "
                                         "machine; start one with 'ray start --head'"):
-        _check_reachable("auto")
+        check_reachable("auto")
 
     stale = f"127.0.0.1:{free_port()}"
     monkeypatch.setattr(services, "get_ray_address_from_environment", lambda a, t: stale)
     with pytest.raises(UserError, match=f"points at {stale}, where no Ray cluster answers"
                                         ".*run 'ray stop' to clear it"):
-        _check_reachable("auto", option="$RAY_ADDRESS")
+        check_reachable("auto", option="$RAY_ADDRESS")
 
     with socket.create_server(("127.0.0.1", 0)) as head:  # something answers: go ahead
         live = f"127.0.0.1:{head.getsockname()[1]}"
         monkeypatch.setattr(services, "get_ray_address_from_environment", lambda a, t: live)
-        _check_reachable("auto")
+        check_reachable("auto")
 
     monkeypatch.setenv("RAY_ADDRESS", stale)  # Ray's "auto" joins $RAY_ADDRESS when it is set
     with pytest.raises(UserError, match=r"\$RAY_ADDRESS \(which --address auto defers to\) "
                                         f"{stale}: no Ray cluster answers there"):
-        _check_reachable("auto")
+        check_reachable("auto")

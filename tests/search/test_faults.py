@@ -18,9 +18,9 @@ import optuna
 import pytest
 
 from results import load_run, write_report
-from results.runfolder import RunFolder
+from results.runfolder import RunFolder, RunFolderError
+from search.journal import STUDY_NAME, open_storage, study_exists
 from search.settings import RunSettings
-from search.tune import STUDY_NAME, _storage, _study_exists
 from space import create_architecture
 from tests.results._runs import make_run, row_for
 
@@ -104,7 +104,7 @@ def test_a_kill_mid_write_leaves_the_old_or_the_new_table(tmp_path):
 
 def test_a_torn_journal_record_is_dropped_and_the_study_loads_and_grows(tmp_path):
     folder = RunFolder(tmp_path)
-    study = optuna.create_study(study_name=STUDY_NAME, storage=_storage(folder),
+    study = optuna.create_study(study_name=STUDY_NAME, storage=open_storage(folder),
                                 directions=["maximize", "minimize"])
     for i in range(3):
         trial = study.ask()
@@ -112,24 +112,24 @@ def test_a_torn_journal_record_is_dropped_and_the_study_loads_and_grows(tmp_path
         study.tell(trial, [float(i), float(-i)])
     whole = folder.study_path.read_bytes()
     assert whole.endswith(b"\n")
-    _storage(folder)
+    open_storage(folder)
     assert folder.study_path.read_bytes() == whole  # a whole journal is left as it is
 
     # A crash in the middle of appending: half a record, no newline.
     last = whole.rstrip(b"\n").rsplit(b"\n", 1)[1]
     folder.study_path.write_bytes(whole + last[:len(last) // 2])
-    study = optuna.load_study(study_name=STUDY_NAME, storage=_storage(folder))
+    study = optuna.load_study(study_name=STUDY_NAME, storage=open_storage(folder))
     assert folder.study_path.read_bytes() == whole
     trial = study.ask()  # Optuna alone would append after the torn half and break the file
     trial.suggest_int("x", 0, 10)
     study.tell(trial, [3.0, -3.0])
-    again = optuna.load_study(study_name=STUDY_NAME, storage=_storage(folder))
+    again = optuna.load_study(study_name=STUDY_NAME, storage=open_storage(folder))
     assert [t.values for t in again.trials] == [[float(i), float(-i)] for i in range(4)]
 
     # Killed while writing the very first record: nothing whole to keep, the study starts over.
     first = whole.split(b"\n", 1)[0]
     folder.study_path.write_bytes(first[:len(first) // 2])
-    assert not _study_exists(_storage(folder)) and folder.study_path.read_bytes() == b""
+    assert not study_exists(open_storage(folder)) and folder.study_path.read_bytes() == b""
 
 
 @pytest.mark.parametrize("damage", [b"this is not a journal record\n",
@@ -143,7 +143,7 @@ def test_a_damaged_journal_is_one_line_and_run_json_is_untouched(tmp_path, damag
     make_run(out, n=3, failed=0, references=False)
     folder = RunFolder(out)
     folder.write_meta({**folder.read_meta(), "settings": SAVED.to_dict()})
-    study = optuna.create_study(study_name=STUDY_NAME, storage=_storage(folder),
+    study = optuna.create_study(study_name=STUDY_NAME, storage=open_storage(folder),
                                 directions=["maximize", "minimize"])
     study.tell(study.ask(), [1.0, 1.0])
     if damage == "a folder":  # e.g. restored from a backup tool that made it one
@@ -211,7 +211,7 @@ def test_a_run_started_by_another_while_this_one_loaded_its_data_is_left_alone(
     """Both runs found no run folder; the other one took the lock first, wrote its run and
     ended while this one was still decoding images. This one must not start over on top."""
     import evaluators.data
-    import search.tune as tune
+    from search.driver import run_search
 
     run = tmp_path / "run"
     real_load = evaluators.data.load_dataset
@@ -225,9 +225,9 @@ def test_a_run_started_by_another_while_this_one_loaded_its_data_is_left_alone(
         return data
 
     monkeypatch.setattr(evaluators.data, "load_dataset", load_while_another_run_writes)
-    with pytest.raises(tune.RunFolderError, match="another 'search run' started this run "
+    with pytest.raises(RunFolderError, match="another 'search run' started this run "
                                                   "folder meanwhile; run the command again"):
-        tune.run_search(SAVED, run, log=lambda line: None)
+        run_search(SAVED, run, log=lambda line: None)
     now = {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()}
     now.pop(".ghostnas.lock")  # this run's pid, written when it took the lock
     assert written and now == written

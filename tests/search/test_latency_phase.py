@@ -8,7 +8,7 @@ import pytest
 
 import evaluators.latency as latency
 from results.runfolder import RunFolder, RunFolderError
-from search import tune
+from search.latency_phase import REFERENCE_KEY, measure_latencies, run_reference_ms
 from space import create_architecture
 from tests.results._runs import row_for
 
@@ -24,6 +24,11 @@ def _run(tmp_path, meta):
                                 log=lambda line: None)
     run.write_meta = lambda: folder.write_meta(run.meta)
     return run
+
+
+def _measure(run) -> None:
+    measure_latencies(run.rows, folder=run.folder, meta=run.meta, write_meta=run.write_meta,
+                      log=run.log)
 
 
 @pytest.fixture
@@ -47,17 +52,17 @@ def fake_measurement(monkeypatch):
 
 def test_first_latency_phase_keeps_its_reference_time_in_run_json(tmp_path, fake_measurement):
     run = _run(tmp_path, {"created_at": "2026-01-01"})
-    tune._measure_latencies(run)
+    _measure(run)
     assert fake_measurement["reference"] == 1
     assert fake_measurement["measured_with"] == [0.625, 0.625]
-    assert run.folder.read_meta()[tune.REFERENCE_KEY] == 0.625
+    assert run.folder.read_meta()[REFERENCE_KEY] == 0.625
     assert [r["latency_ms"] for r in run.folder.read_trials()] == [0.625, 0.625]
 
 
 def test_resumed_latency_phase_measures_in_the_runs_unit(tmp_path, fake_measurement):
-    run = _run(tmp_path, {"created_at": "2026-01-01", tune.REFERENCE_KEY: 0.7})
+    run = _run(tmp_path, {"created_at": "2026-01-01", REFERENCE_KEY: 0.7})
     run.rows[0]["latency_ms"] = 1.5  # measured before the kill: not measured again
-    tune._measure_latencies(run)
+    _measure(run)
     assert fake_measurement["reference"] == 0  # this process's own reference time is not used
     assert fake_measurement["measured_with"] == [0.7]
     assert [r["latency_ms"] for r in run.folder.read_trials()] == [1.5, 0.7]
@@ -65,6 +70,6 @@ def test_resumed_latency_phase_measures_in_the_runs_unit(tmp_path, fake_measurem
 
 @pytest.mark.parametrize("bad", ["fast", -1.0, 0, True, float("nan")])
 def test_a_damaged_reference_time_is_refused_by_name(tmp_path, bad):
-    run = _run(tmp_path, {"created_at": "2026-01-01", tune.REFERENCE_KEY: bad})
-    with pytest.raises(RunFolderError, match=f"{tune.REFERENCE_KEY}: got .*the file is damaged"):
-        tune._run_reference_ms(run.folder, run.folder.read_meta())
+    run = _run(tmp_path, {"created_at": "2026-01-01", REFERENCE_KEY: bad})
+    with pytest.raises(RunFolderError, match=f"{REFERENCE_KEY}: got .*the file is damaged"):
+        run_reference_ms(run.folder, run.folder.read_meta())

@@ -1,4 +1,5 @@
-"""ASHA as the search runs it: candidates compete with candidates, at the same epoch."""
+"""The schedulers as the search builds them (``make_scheduler``): with ASHA, candidates compete
+with candidates, at the same epoch."""
 
 from __future__ import annotations
 
@@ -7,18 +8,26 @@ import types
 import pytest
 from ray.tune.schedulers import TrialScheduler
 
-from search.tune import _ray_classes, _trained_curves
+from search.ray_adapters import ReferenceSafeASHA, make_scheduler, trained_curves
+from search.settings import SCHEDULERS
 
 
 def _trial(trial_id: str, kind: str) -> types.SimpleNamespace:
     return types.SimpleNamespace(trial_id=trial_id, config={"kind": kind})
 
 
-def _scheduler(epochs: int = 2):
-    """As search.tune._tune builds it for ``epochs``."""
-    _, ReferenceSafeASHA, _ = _ray_classes()
-    return ReferenceSafeASHA(time_attr="epoch", metric="top1", mode="max", max_t=epochs,
-                             grace_period=max(1, epochs // 4), reduction_factor=3)
+def _scheduler(epochs: int = 2, **resumed):
+    return make_scheduler("asha", epochs=epochs, **resumed)
+
+
+def test_every_scheduler_option_is_built():
+    for name in SCHEDULERS:
+        make_scheduler(name, epochs=5)
+    assert isinstance(make_scheduler("asha", epochs=5), ReferenceSafeASHA)
+    assert make_scheduler("none", epochs=5) is None
+    assert make_scheduler("asha", epochs=1) is None  # one epoch: nothing to stop a trial at
+    with pytest.raises(ValueError, match="name: got 'bogus', expected one of asha, none"):
+        make_scheduler("bogus", epochs=5)
 
 
 @pytest.mark.parametrize(("epochs", "rung"), [(2, 1), (5, 3)])
@@ -77,11 +86,13 @@ def test_candidates_from_before_a_resume_hold_the_bar_from_the_first_trial_after
         return asha.on_trial_result(None, weak, {"epoch": 1, "top1": 60.0})
 
     assert decision(_scheduler(5)) == TrialScheduler.CONTINUE  # empty rungs: nothing to clear
-    resumed = _scheduler(5)
-    for trial_id, curve in (("c0000", {1: 80.0, 2: 84.0, 3: 86.0, 4: 87.0, 5: 88.0}),
-                            ("c0001", {1: 78.0}),  # stopped by ASHA after its first epoch
-                            ("c0002", {1: 82.0, 2: 85.0, 3: 87.5})):
-        resumed.remember(trial_id, curve)
+    curves = {"c0000": {1: 80.0, 2: 84.0, 3: 86.0, 4: 87.0, 5: 88.0},
+              "c0001": {1: 78.0},  # stopped by ASHA after its first epoch
+              "c0002": {1: 82.0, 2: 85.0, 3: 87.5}}
+    rows = [{"trial_id": t, "kind": "candidate"} for t in curves]
+    resumed = _scheduler(5, rows=rows, curves=[{"trial_id": t, "epoch": e, "top1": top1}
+                                               for t, curve in curves.items()
+                                               for e, top1 in curve.items()])
     rungs = dict(resumed._brackets[0]._rungs)
     assert rungs[1] == {"c0000": 80.0, "c0001": 78.0, "c0002": 82.0}
     assert rungs[3] == {"c0000": 86.0, "c0002": 87.5}
@@ -97,6 +108,6 @@ def test_the_curves_a_resume_files_are_the_candidates_epochs():
               for t in ("c0000", "c0001", "c0002", "ref-ghostnet_050", "c0003")
               for e in (1, 2)]
     # c0002 failed after its epochs in curves.csv: those were real scores, and in the rungs
-    assert _trained_curves(rows, curves) == {"c0000": {1: 51.0, 2: 52.0},
+    assert trained_curves(rows, curves) == {"c0000": {1: 51.0, 2: 52.0},
                                              "c0001": {1: 51.0, 2: 52.0},
                                              "c0002": {1: 51.0, 2: 52.0}}

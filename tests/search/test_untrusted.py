@@ -14,7 +14,7 @@ import pytest
 
 from evaluators.latency import LatencyTable, LatencyTableError
 from results.runfolder import RunFolder, RunFolderError, safe_name
-from search.tune import _trial_dirname
+from search.ray_adapters import trial_dirname
 from space import ArchitectureError, create_architecture, load_architecture
 from space.io import MAX_JSON_BYTES
 from space.search_space import SpaceError, load_space
@@ -24,7 +24,7 @@ PACKAGES = ("space", "evaluators", "search", "results")
 SOURCES = sorted(p for pkg in PACKAGES for p in (ROOT / pkg).rglob("*.py"))
 # Modules that turn bytes into objects or code; none may be imported by GhostNAS.
 CODE_LOADERS = {"yaml", "marshal", "shelve", "dill", "cloudpickle", "jsonpickle", "joblib"}
-UNPICKLER_MODULE = ROOT / "evaluators" / "data.py"  # the restricted CIFAR unpickler, only
+UNPICKLER_MODULE = ROOT / "evaluators" / "data" / "cifar.py"  # the restricted CIFAR unpickler
 
 
 def _calls(tree: ast.AST):
@@ -132,6 +132,6 @@ def test_ray_trial_folders_are_named_by_safe_trial_ids():
     def trial(trial_id, ray_id="1a2b3c4d"):
         return SimpleNamespace(config={"trial_id": trial_id}, trial_id=ray_id)
 
-    assert _trial_dirname(trial("c0007")) == "c0007"
-    assert _trial_dirname(trial("../../x")) == "_.._x"
-    assert _trial_dirname(trial("")) == "1a2b3c4d"
+    assert trial_dirname(trial("c0007")) == "c0007"
+    assert trial_dirname(trial("../../x")) == "_.._x"
+    assert trial_dirname(trial("")) == "1a2b3c4d"

@@ -1,0 +1,40 @@
+"""The driver's progress line: the best candidate is the one ``export --best`` would write."""
+
+from __future__ import annotations
+
+import types
+
+from search.driver import SearchDriver
+from search.settings import RunSettings
+
+
+def _row(trial_id: str, *, top1: float, flops: int, status: str = "finished") -> dict:
+    return {"trial_id": trial_id, "kind": "candidate", "name": "", "status": status,
+            "top1": top1, "flops": flops, "params": 2_000_000, "seconds": 3.0, "epochs": 3,
+            "error": ""}
+
+
+def _progress_line(rows: list[dict], *, budget: int = 300_000_000) -> str:
+    lines: list[str] = []
+    driver = types.SimpleNamespace(
+        rows=rows, settings=RunSettings(budget_flops=budget, trials=len(rows)),
+        counter_base={"rejected_over_budget": 0, "reused_duplicates": 0},
+        source=types.SimpleNamespace(rejected=0, duplicates=0), total_refs=0,
+        candidates_done=len(rows), started_at=0.0, log=lines.append)
+    SearchDriver._progress(driver, rows[-1])
+    return lines[0]
+
+
+def test_a_tie_in_top1_goes_to_fewer_flops_then_the_earlier_trial():
+    rows = [_row("c0000", top1=91.0, flops=200_000_000),
+            _row("c0001", top1=91.0, flops=120_000_000),
+            _row("c0002", top1=91.0, flops=120_000_000)]
+    assert "best <= 300.0M: 91.0% (c0001)" in _progress_line(rows)
+
+
+def test_only_finished_candidates_within_the_budget_compete():
+    rows = [_row("c0000", top1=95.0, flops=400_000_000),
+            _row("c0001", top1=97.0, flops=100_000_000, status="early_stopped"),
+            _row("c0002", top1=90.0, flops=250_000_000)]
+    assert "best <= 300.0M: 90.0% (c0002)" in _progress_line(rows)
+    assert "| best: - |" in _progress_line(rows[:2])
