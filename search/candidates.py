@@ -27,14 +27,12 @@ import optuna
 from optuna.trial import TrialState
 
 from evaluators.flops import count
+from search.settings import OBJECTIVES, SAMPLERS
 from space import Architecture
 from space.search_space import SearchSpace
 
-__all__ = ["Candidate", "CandidateSource", "OBJECTIVES", "make_sampler", "SAMPLERS"]
+__all__ = ["Candidate", "CandidateSource", "make_sampler", "SAMPLERS"]
 
-# objective name (--objectives) -> its Optuna direction; the one list of objectives
-OBJECTIVES = {"top1": "maximize", "flops": "minimize", "latency": "minimize"}
-SAMPLERS = ("nsga2", "tpe", "gp", "random")
 
 
 def make_sampler(name: str, *, seed: int, n_trials: int) -> optuna.samplers.BaseSampler:

@@ -35,11 +35,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from results.pareto import crowding_distance, nondominated_fronts
+from search.settings import OBJECTIVES
 
 __all__ = ["SENSES", "Point", "HalvingPolicy", "milestones"]
 
-# objective -> +1 to maximise, -1 to minimise
-SENSES = {"top1": 1, "flops": -1, "latency": -1}
+# objective -> +1 to maximise, -1 to minimise (from the run's one map of objectives)
+SENSES = {o: 1 if d == "maximize" else -1 for o, d in OBJECTIVES.items()}
 
 
 def milestones(epochs: int, *, grace: int | None = None, eta: int = 3) -> tuple[int, ...]:

@@ -20,7 +20,7 @@ from optuna.storages import JournalStorage
 from optuna.storages.journal import JournalFileBackend
 
 from results.runfolder import RunFolder, RunFolderError
-from search.candidates import OBJECTIVES
+from search.settings import OBJECTIVES
 
 __all__ = ["STUDY_NAME", "open_journal", "open_storage", "study_exists", "create_study",
            "check_last_record", "drop_torn_record"]

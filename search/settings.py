@@ -13,11 +13,15 @@ from evaluators.proxy import proxy_config
 from space import UserError
 from space.checks import check_float, check_int
 
-__all__ = ["RunSettings", "SettingsError", "RESUME_MUST_MATCH", "SCHEDULERS", "MAX_SEED",
+__all__ = ["RunSettings", "SettingsError", "RESUME_MUST_MATCH", "SCHEDULERS", "SAMPLERS", "OBJECTIVES", "MAX_SEED",
            "seed_arg", "file_sha256"]
 
 # --scheduler's choices; search.ray_adapters.make_scheduler builds each
 SCHEDULERS = ("asha", "none")
+SAMPLERS = ("nsga2", "tpe", "gp", "random")  # Optuna samplers (search/candidates.py)
+# The objectives a run may optimise and their Optuna direction: top1 (proxy top-1 %, higher is
+# better) plus FLOPs (MACs at 224x224) and/or latency (ms), lower is better.
+OBJECTIVES = {"top1": "maximize", "flops": "minimize", "latency": "minimize"}
 
 
 class SettingsError(UserError):

@@ -6,7 +6,7 @@ import argparse
 import sys
 
 from evaluators.data import DATASETS
-from search.settings import SCHEDULERS, seed_arg
+from search.settings import SAMPLERS, SCHEDULERS, seed_arg
 
 DEFAULT_TRIALS = 12
 
@@ -35,7 +35,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--epochs", type=int, default=None, metavar="E",
                    help="proxy epochs per trial (default: the dataset's preset: digits 3, "
                         "CIFAR/folders 5)")
-    g.add_argument("--sampler", choices=("nsga2", "tpe", "gp", "random"), default="tpe",
+    g.add_argument("--sampler", choices=SAMPLERS, default="tpe",
                    help="Optuna sampler choosing the candidates: tpe (multivariate TPE; the best "
                         "hypervolume in benchmarks/sampler_quality.py), nsga2, gp (slow to "
                         "propose in this many dimensions: for expensive trials) or random")
@@ -95,9 +95,8 @@ def run(args: argparse.Namespace) -> int:
     from results import load_run, write_report
     from results.console import pareto_lines
     from results.runfolder import RunFolder
-    from search.candidates import OBJECTIVES
     from search.driver import SearchInterrupted, run_search
-    from search.settings import RunSettings, SettingsError
+    from search.settings import OBJECTIVES, RunSettings, SettingsError
 
     budget = parse_flops(args.budget)
     latency_budget = (parse_latency_ms(args.latency_budget)

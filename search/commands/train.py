@@ -1,12 +1,15 @@
 """``python -m search train ARCH --dataset NAME --epochs E --out DIR``: train from scratch.
 
-The recipe is :class:`evaluators.scratch.TrainConfig`'s. ``DIR`` receives only these files:
-``checkpoint.pt`` (replaced after every epoch), ``train.json`` (settings, per-epoch history,
-final metrics; rewritten after every epoch), ``arch.json`` (the architecture as trained, with
-the input file's provenance and the training figures) and, with ``--onnx``, ``model.onnx``.
+The recipe is :class:`evaluators.scratch.TrainConfig`'s (``--recipe`` names one). ``DIR``
+receives only these files: ``checkpoint.pt`` (replaced after every epoch), ``train.json``
+(settings, per-epoch history, final metrics; rewritten after every epoch), ``arch.json`` (the
+architecture as trained, with the input file's provenance and the training figures), with
+``--onnx`` ``model.onnx``, and with ``--workers`` above 1 Ray Train's folder ``ray/``.
 
 Steps: the settings (command line, and train.json on resume) and the data are checked before
-DIR is touched; then the training, which keeps train.json current; then arch.json and ONNX.
+DIR is touched; then the training (in this process, or on Ray Train workers:
+search/distributed.py), which keeps train.json current; then arch.json and ONNX. A folder data
+set whose decoded images would exceed ``--in-memory-limit`` is read from disk while training.
 """
 
 from __future__ import annotations
@@ -14,9 +17,9 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import math
 import os
 import shlex
+import shutil
 import sys
 import time
 from dataclasses import dataclass
@@ -27,8 +30,14 @@ from typing import Any
 import torch
 
 from evaluators import count
-from evaluators.data import DATASETS, ImageData, default_cache_dir, load_dataset
-from evaluators.device import available_cpus, resolve_device
+from evaluators.data import (
+    FolderFiles,
+    ImageData,
+    default_cache_dir,
+    load_dataset,
+    load_folder_files,
+)
+from evaluators.device import resolve_device
 from evaluators.scratch import (
     CHECKPOINT_NAME,
     IMAGENET_MEAN,
@@ -43,8 +52,15 @@ from evaluators.scratch import (
     train_config,
     train_from_scratch,
 )
+from evaluators.transforms import EVAL_CROP, eval_side
+from search.commands.train_options import (
+    DEFAULT_IN_MEMORY_GIB,
+    TrainOutError,
+    add_arguments,
+    settings_of,
+)
+from search.distributed import RAY_FOLDER
 from search.progress import DecodeProgress, TrainDisplay
-from search.settings import seed_arg
 from space import (
     ArchitectureError,
     UserError,
@@ -53,73 +69,14 @@ from space import (
     read_json_file,
     resolve_architecture,
 )
-from space.checks import check_int
 from space.io import atomic_write_text
+
+__all__ = ["add_arguments", "run"]
 
 TRAIN_FORMAT = "ghostnas-train"  # train.json's "format": marks DIR as a train output
 OWN_FILES = ("checkpoint.pt", "train.json", "arch.json", "model.onnx")
-# option -> (flag, minimum) for the integers checked here, before anything slow
-_INT_OPTIONS = {"epochs": ("--epochs", 1), "batch_size": ("--batch-size", 2),
-                "max_train": ("--max-train", 2), "seed": ("--seed", 0),
-                "threads": ("--threads", 1)}
-# what a resumed run takes from train.json when not given again
-_KEPT = ("dataset", "data_dir", "max_train", "train_on_val", "seed", "batch_size", "lr", "epochs",
-         "device", "threads", "onnx")
-_MUST_MATCH = {"dataset": "--dataset", "data_dir": "--data-dir", "max_train": "--max-train",
-               "train_on_val": "--train-on-val", "seed": "--seed", "batch_size": "--batch-size",
-               "lr": "--lr"}
-
-
-class TrainOutError(UserError):
-    """An ``--out`` folder that must not be written, or a resume that cannot work."""
-
-
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("arch", metavar="ARCH",
-                   help="an architecture JSON file (e.g. written by 'search export'; its "
-                        "provenance is kept) or a registered model name (e.g. ghostnet_100)")
-    g = p.add_argument_group("data and length")
-    g.add_argument("--dataset", choices=DATASETS, default=None,
-                   help="digits (embedded), cifar10/cifar100 (Python-format folder in "
-                        "--data-dir) or folder (class sub-folders in --data-dir); required "
-                        "unless --resume")
-    g.add_argument("--data-dir", metavar="PATH", default=None,
-                   help="where the dataset lies (cifar10, cifar100, folder)")
-    g.add_argument("--epochs", type=int, default=None, metavar="E",
-                   help="epochs in all; required unless --resume, which keeps the run's own "
-                        "and extends it when E is larger")
-    g.add_argument("--max-train", type=int, default=None, metavar="N",
-                   help="train on a seeded, class-stratified subset of N images (smoke tests)")
-    g.add_argument("--train-on-val", action="store_true", default=None,
-                   help="also train on the validation split (10%% of the training images; "
-                        "digits 25%%), for "
-                        "a final model scored on the official test split; only for data sets "
-                        "with one (CIFAR, folders with test/)")
-    g = p.add_argument_group("output")
-    g.add_argument("--out", metavar="DIR", required=True,
-                   help="folder for checkpoint.pt, train.json, arch.json (and model.onnx); "
-                        "created if missing (its parent must exist); nothing is written "
-                        "elsewhere")
-    which = g.add_mutually_exclusive_group()
-    which.add_argument("--resume", action="store_true",
-                       help="continue the run in DIR from its last checkpoint")
-    which.add_argument("--force", action="store_true",
-                       help="start over in DIR, replacing a previous run's files")
-    g.add_argument("--onnx", action="store_true", default=None,
-                   help="also write model.onnx (opset 17, dynamic batch), checked with ONNX "
-                        "Runtime (else onnx's checker)")
-    g = p.add_argument_group("recipe and resources")
-    g.add_argument("--batch-size", type=int, default=None, metavar="B",
-                   help="images per step (default 128)")
-    g.add_argument("--lr", type=float, default=None, metavar="LR",
-                   help="peak learning rate (default 0.1 x B/128: the linear scaling rule)")
-    g.add_argument("--seed", type=seed_arg, default=None, metavar="S",
-                   help="seeds the validation split, the weights and the batch order "
-                        "(default 0)")
-    g.add_argument("--device", choices=("auto", "cpu", "cuda"), default=None,
-                   help="auto: cuda if available, else cpu (default auto)")
-    g.add_argument("--threads", type=int, default=None, metavar="T",
-                   help="torch threads on CPU (default: torch's own choice)")
+OWN_FOLDERS = (RAY_FOLDER,)  # Ray Train's files of a data-parallel run
+FLOPS_RESOLUTION = 224  # the convention that published FLOPs and the search's budget use
 
 
 # ---------------------------------------------------------------------------------------------
@@ -193,82 +150,6 @@ def _check_out(out: Path, *, resume: bool, force: bool,
     return None
 
 
-def _saved_ok(key: str, value: Any) -> bool:
-    """Whether train.json's ``settings[key]`` has a value the command line could have given."""
-    if key in _INT_OPTIONS:
-        return type(value) is int and value >= _INT_OPTIONS[key][1]
-    if key in ("train_on_val", "onnx"):
-        return isinstance(value, bool)
-    if key == "dataset":
-        return value in DATASETS
-    if key == "lr":
-        return type(value) in (int, float) and math.isfinite(value) and value > 0
-    return isinstance(value, str)  # data_dir, device
-
-
-def _settings(args: argparse.Namespace, previous: dict[str, Any] | None) -> dict[str, Any]:
-    """The run's options: the command line's, and on resume the previous run's for those not
-    given (those that shape the data or the recipe must not change)."""
-    given = {k: getattr(args, k) for k in _KEPT}
-    if given["data_dir"] is not None:  # absolute, so that a resume from elsewhere finds it
-        given["data_dir"] = str(Path(given["data_dir"]).expanduser().resolve())
-    if previous is None:
-        for key, flag in (("dataset", "--dataset"), ("epochs", "--epochs")):
-            if given[key] is None:
-                raise UserError(f"{flag} is required (unless --resume)")
-        settings = given
-    else:
-        old = previous.get("settings")
-        if not isinstance(old, dict):
-            raise TrainOutError(f"--resume: {args.out}/train.json has no settings; start over "
-                                "with --force")
-        trained = previous.get("config") if isinstance(previous.get("config"), dict) else {}
-        _check_values(given)  # a bad value is named as bad, not as a change
-        for key, flag in _MUST_MATCH.items():
-            was = old.get(key)
-            if was is None and key in ("batch_size", "lr"):
-                was = trained.get(key)  # the default it resolved to
-            if given[key] is not None and given[key] is not False and given[key] != was:
-                mine = flag if given[key] is True else f"{flag} {given[key]}"
-                theirs = (f"which ran without {flag}" if was is None or was is False
-                          else f"{flag} {was}")
-                raise TrainOutError(f"{mine} differs from the run being resumed ({theirs}); "
-                                    f"drop {flag} to resume, or start over with --force")
-        settings = {k: given[k] if given[k] is not None else old.get(k) for k in _KEPT}
-        cpus = available_cpus()
-        if given["threads"] is None and type(old.get("threads")) is int \
-                and old["threads"] > cpus:  # resumed on a smaller machine
-            raise TrainOutError(f"--resume: the run used --threads {old['threads']}, more than "
-                                f"the {cpus} CPUs this process may use here; pass --threads N "
-                                f"(at most {cpus}) to resume with fewer")
-        for key in _KEPT:  # what train.json supplies is checked as the command line's is
-            if given[key] is None and old.get(key) is not None and not _saved_ok(key, old[key]):
-                raise TrainOutError(f"--resume: {args.out}/train.json: settings.{key} is "
-                                    f"{old[key]!r}, not a valid value; restore the file, or "
-                                    "start over with --force")
-    settings["onnx"] = bool(settings["onnx"])
-    settings["train_on_val"] = bool(settings["train_on_val"])
-    settings["seed"] = 0 if settings["seed"] is None else settings["seed"]
-    settings["device"] = settings["device"] or "auto"
-    _check_values(settings)
-    return settings
-
-
-def _check_values(settings: dict[str, Any]) -> None:
-    """The numeric options' ranges (those not given are None and pass)."""
-    for key, (flag, minimum) in _INT_OPTIONS.items():
-        if settings[key] is not None:
-            check_int(flag, settings[key], minimum=minimum, error=UserError)
-    cpus = available_cpus()
-    if settings["threads"] is not None and settings["threads"] > cpus:
-        raise UserError(f"--threads: got {settings['threads']}, expected at most {cpus} (the "
-                        "CPUs this process may use on this machine)")
-    lr = settings["lr"]
-    # check_float would word this "a number > 0"; the CLI's messages say "a positive number"
-    if lr is not None and not (isinstance(lr, (int, float)) and math.isfinite(lr) and lr > 0):
-        raise UserError(f"--lr: got {lr!r}, expected a positive number")
-
-
 # ---------------------------------------------------------------------------------------------
 # The command
 
@@ -283,8 +164,9 @@ class _Plan:
     previous: dict[str, Any] | None  # train.json of the run being resumed
     settings: dict[str, Any]
     resolved: TrainConfig  # resolved for the data: resolution, stem stride, batch, lr
-    data: ImageData
+    data: ImageData | FolderFiles  # FolderFiles: read from disk while training
     split: str  # the held-out split: "test" or "val"
+    gpus_per_worker: float  # with workers > 1
 
 
 def run(args: argparse.Namespace) -> int:
@@ -315,28 +197,83 @@ def _plan(args: argparse.Namespace) -> _Plan:
     arch_file = None if args.arch in list_models() else Path(args.arch)
     provenance = None if arch_file is None else load_architecture(arch_file)[1]
     previous = _check_out(out, resume=args.resume, force=args.force, arch_file=arch_file)
-    settings = _settings(args, previous)
+    settings = settings_of(args, previous)
     if settings["onnx"] and not onnx_available():
         raise UserError("--onnx: exporting needs the onnx package (and onnxruntime to compare "
                         "outputs); install them with pip install 'ghostnas[onnx]'")
     if settings["threads"] is not None:
         torch.set_num_threads(settings["threads"])  # data loading and export too
-    recipe = {k: settings[k] for k in ("epochs", "batch_size", "lr", "seed", "device", "threads")
-              if settings[k] is not None}
-    data = _load_data(settings)
-    resolved = train_config(settings["dataset"], **recipe).resolve(data)
-    resolve_device(resolved.device)  # "cuda" without CUDA: refused before DIR is touched
+    config = _config(settings)
+    data = _load_data(settings, config)
+    resolved = config.resolve(data)
+    if resolved.workers == 1 or settings["address"] is None:
+        resolve_device(resolved.device)  # "cuda" without CUDA: refused before DIR is touched
     if args.resume:
         check_resume(out, arch, data, resolved)
     return _Plan(arch=arch, provenance=provenance, out=out, previous=previous,
-                 settings=settings, resolved=resolved, data=data, split=data.held_out()[0])
+                 settings=settings, resolved=resolved, data=data, split=data.held_out()[0],
+                 gpus_per_worker=_gpus_per_worker(settings))
 
 
-def _load_data(settings: dict[str, Any]) -> ImageData:
-    data = load_dataset(settings["dataset"], data_dir=settings["data_dir"],
-                        seed=settings["seed"], max_train=settings["max_train"],
-                        cache_dir=default_cache_dir(),
-                        progress=DecodeProgress(lambda line: print(line, flush=True)))
+def _gpus_per_worker(settings: dict[str, Any]) -> float:
+    if settings["gpus_per_worker"] is not None:
+        return settings["gpus_per_worker"]
+    cuda = settings["device"] == "cuda" or (settings["device"] == "auto"
+                                           and torch.cuda.is_available())
+    return 1.0 if cuda else 0.0
+
+
+def _config(settings: dict[str, Any]) -> TrainConfig:
+    """The recipe with the options given: explicit options before the named recipe, the
+    recipe before the data set's preset. An explicit --resolution means the ImageNet-style
+    preprocessing (random-resized crops; resize and centre crop for evaluation)."""
+    given = {k: settings[k] for k in ("epochs", "batch_size", "lr", "seed", "device", "threads",
+                                      "resolution", "ema_decay", "workers", "sync_bn")
+             if settings[k] not in (None, False)}
+    if settings["resolution"] is not None:
+        given["crop"] = "resized"
+    if settings["workers"] > 1:  # where the workers train; "auto" is the driver's machine's
+        given["device"] = "cuda" if _gpus_per_worker(settings) > 0 else "cpu"
+        if settings["device"] == "cuda" and given["device"] == "cpu":
+            raise UserError("--device cuda with --gpus-per-worker 0: workers without GPUs "
+                            "train on CPUs; drop one of the two")
+        if settings["sync_bn"] and given["device"] == "cpu":
+            raise UserError("--sync-bn: PyTorch's SyncBatchNorm runs on CUDA only, and these "
+                            "workers train on CPUs; drop --sync-bn (each worker then "
+                            "normalises by its own share of the batch)")
+    return train_config(settings["dataset"], settings["recipe"], **given)
+
+
+def _load_data(settings: dict[str, Any], config: TrainConfig) -> ImageData | FolderFiles:
+    """The data set in memory, or a large folder as files to read while training."""
+    limit = (settings["in_memory_gib"] or DEFAULT_IN_MEMORY_GIB) * 2**30
+    folder = settings["dataset"] == "folder"
+    data: ImageData | FolderFiles | None = None
+    side = None
+    if folder:
+        side = eval_side(config.resolution) if config.crop == "resized" else \
+            (config.resolution or 32)
+        files = load_folder_files(settings["data_dir"], side=side, seed=settings["seed"],
+                                  max_train=settings["max_train"])
+        need = files.images() * 3 * side * side
+        if need > limit:
+            if config.crop != "resized":
+                raise UserError(f"folder: its {files.images():,} images need "
+                                f"{need / 2**30:.1f} GiB decoded at {side}x{side}, over the "
+                                "in-memory limit; pass --resolution R to read them from disk "
+                                "while training (or raise --in-memory-limit)")
+            print(f"{files.images():,} images need {need / 2**30:.1f} GiB at {side}x{side}, "
+                  f"over the in-memory limit of {limit / 2**30:g} GiB: reading them from disk "
+                  "while training; checking every file's header", flush=True)
+            files.check_headers(_HeaderProgress())
+            data = files
+    if data is None:
+        data = load_dataset(settings["dataset"], data_dir=settings["data_dir"],
+                            seed=settings["seed"], max_train=settings["max_train"],
+                            image_size=side if folder else None,
+                            fit="crop" if config.crop == "resized" else "squash",
+                            cache_dir=default_cache_dir(),
+                            progress=DecodeProgress(lambda line: print(line, flush=True)))
     if settings["train_on_val"]:
         if data.test_x is None:
             raise UserError(f"--train-on-val: {data.name} has no official test split, so its "
@@ -344,6 +281,19 @@ def _load_data(settings: dict[str, Any]) -> ImageData:
                             "(a folder data set gets a test split from a test/ sub-folder)")
         data = data.with_val_in_train()
     return data
+
+
+class _HeaderProgress:
+    """``progress(done, total)`` of the header check: a line every 5 seconds and at the end."""
+
+    def __init__(self) -> None:
+        self.last = time.monotonic()
+
+    def __call__(self, done: int, total: int) -> None:
+        now = time.monotonic()
+        if done == total or now - self.last >= 5.0:
+            self.last = now
+            print(f"  checked {done:,}/{total:,} image headers", flush=True)
 
 
 def _open_out(out: Path, *, force: bool) -> None:
@@ -357,6 +307,9 @@ def _open_out(out: Path, *, force: bool) -> None:
     elif force:
         for name in OWN_FILES:
             (out / name).unlink(missing_ok=True)
+        for name in OWN_FOLDERS:
+            if (out / name).is_dir() and not (out / name).is_symlink():
+                shutil.rmtree(out / name)
 
 
 class _Record:
@@ -370,17 +323,25 @@ class _Record:
         data, resolved = plan.data, plan.resolved
         # The network as trained: this data set's classes (an exported file's figures are for
         # the 1000-class head of the FLOPs convention).
-        cost = self.cost = count(dataclasses.replace(plan.arch, num_classes=data.num_classes))
+        trained = dataclasses.replace(plan.arch, num_classes=data.num_classes)
+        cost = self.cost = count(trained, resolution=FLOPS_RESOLUTION)
+        self.flops_trained = count(trained, resolution=resolved.resolution,
+                                   stem_stride=resolved.stem_stride).flops
+        r = resolved.resolution
         self.data: dict[str, Any] = {
             "format": TRAIN_FORMAT, "version": 1, "status": "running", "arch": args.arch,
             "settings": plan.settings, "data": data.describe(), "held_out": plan.split,
             "held_out_unbiased": plan.split == "test",  # a search selects on the validation split
             "model": {"classes": data.num_classes, "params": cost.params, "flops": cost.flops,
-                      "flops_convention": "multiply-accumulates of Conv2d+Linear at 224x224"},
+                      "flops_convention": "multiply-accumulates of Conv2d+Linear at 224x224",
+                      "flops_as_trained": self.flops_trained, "resolution": r,
+                      "stem_stride": resolved.stem_stride},
             "config": resolved.to_dict(),
-            "input": {"shape": ["N", 3, resolved.resolution, resolved.resolution],
+            "input": {"shape": ["N", 3, r, r],
                       "dtype": "float32", "channels": "RGB", "scale": "x / 255",
-                      "mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD)},
+                      "mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD),
+                      "preprocessing": _preprocessing(resolved)},
+            "images_from": "disk" if isinstance(data, FolderFiles) else "memory",
             "history": list(plan.previous.get("history") or []) if plan.previous else [],
             "final": None, "error": "", "files": {"checkpoint": CHECKPOINT_NAME},
         }
@@ -402,6 +363,15 @@ class _Record:
         self.write()
 
 
+def _preprocessing(config: TrainConfig) -> str:
+    """How an image becomes the network's input at evaluation (and so in deployment)."""
+    r = config.resolution
+    if config.crop == "resized":
+        return (f"resize the shorter side to {eval_side(r)}, centre crop {r}x{r} "
+                f"({EVAL_CROP:g} of the side)")
+    return f"resize to {r}x{r}"
+
+
 def _fit(args: argparse.Namespace, plan: _Plan, record: _Record) -> TrainResult:
     """The training; train.json follows it, and records an interruption or a user's error."""
     if not args.resume:
@@ -409,14 +379,17 @@ def _fit(args: argparse.Namespace, plan: _Plan, record: _Record) -> TrainResult:
     display = TrainDisplay(split=plan.split, on_epoch=record.on_epoch)
     resolved, data, cost = plan.resolved, plan.data, record.cost
     what = "resuming" if args.resume else "training"
+    r = resolved.resolution
+    workers = "" if resolved.workers == 1 else f" on {resolved.workers} workers"
     print(f"{what} {args.arch} ({plan.arch.describe()}) on {data.describe()}; held-out: "
-          f"{plan.split}; {resolved.resolution}x{resolved.resolution} px, stem stride "
-          f"{resolved.stem_stride}, batch {resolved.batch_size}, peak lr {resolved.lr:g}; the "
-          f"network: {cost.params / 1e6:.2f}M params, {cost.flops / 1e6:.1f}M FLOPs (MACs at "
-          f"224x224) with {data.num_classes} classes", flush=True)
+          f"{plan.split}; recipe {resolved.recipe}; {r}x{r} px, stem stride "
+          f"{resolved.stem_stride}, batch {resolved.batch_size}{workers}, peak lr "
+          f"{resolved.lr:g}; the network: {cost.params / 1e6:.2f}M params, "
+          f"{record.flops_trained / 1e6:.1f}M FLOPs at {r}x{r} as trained, "
+          f"{cost.flops / 1e6:.1f}M at {FLOPS_RESOLUTION}x{FLOPS_RESOLUTION} (MACs, stem "
+          f"stride 2) with {data.num_classes} classes", flush=True)
     try:
-        result = train_from_scratch(plan.arch, data, resolved, out_dir=plan.out,
-                                    resume=args.resume, progress=display)
+        result = _train(args, plan, display)
     except KeyboardInterrupt:
         display.clear()
         record.end("interrupted")
@@ -437,6 +410,18 @@ def _fit(args: argparse.Namespace, plan: _Plan, record: _Record) -> TrainResult:
                                "train_seconds": h.seconds} for h in result.history]
     record.data["config"] = result.config.to_dict()
     return result
+
+
+def _train(args: argparse.Namespace, plan: _Plan, display: TrainDisplay) -> TrainResult:
+    """This process alone, or data-parallel workers on Ray Train."""
+    if plan.resolved.workers == 1:
+        return train_from_scratch(plan.arch, plan.data, plan.resolved, out_dir=plan.out,
+                                  resume=args.resume, progress=display)
+    from search.distributed import train_on_ray
+
+    return train_on_ray(plan.arch, plan.data, plan.resolved, out_dir=plan.out,
+                        resume=args.resume, progress=display,
+                        gpus_per_worker=plan.gpus_per_worker, address=plan.settings["address"])
 
 
 def _finish(args: argparse.Namespace, plan: _Plan, record: _Record, result: TrainResult,
@@ -473,8 +458,12 @@ def _export(plan: _Plan, record: _Record, result: TrainResult,
     files["onnx"] = onnx.path
     record.data["files"]["onnx"] = onnx.path.name
     record.data["onnx"] = {"opset": onnx.opset, "checked_with": onnx.checked_with,
-                           "max_abs_diff": onnx.max_abs_diff}
+                           "max_abs_diff": onnx.max_abs_diff, "exporter": onnx.exporter,
+                           "fallback_reason": onnx.fallback_reason}
     record.write()
+    if onnx.fallback_reason:
+        print(f"note: model.onnx was written by the deprecated TorchScript exporter: torch's "
+              f"current one is not usable here ({onnx.fallback_reason})", flush=True)
     return onnx
 
 
