@@ -8,20 +8,14 @@ export one of them.
 from __future__ import annotations
 
 import math
-import os
-import shlex
 
 from evaluators.budget import format_flops
+from results.compare import neighbours, reference_standing
 from results.pareto import pareto_front
+from results.report.compute import export_command
 from results.table import RunData, candidates
 
-__all__ = ["pareto_lines", "export_usage"]
-
-
-def export_usage(run_dir: str | os.PathLike) -> str:
-    """The command that exports any trial of the run at ``run_dir``, with placeholders (a
-    trial's own command is :func:`results.export_command`)."""
-    return f"python -m search export {shlex.quote(str(run_dir))} --trial ID --out FILE"
+__all__ = ["pareto_lines", "standing_lines"]
 
 
 def pareto_lines(run: RunData) -> list[str]:
@@ -34,10 +28,38 @@ def pareto_lines(run: RunData) -> list[str]:
                               kind="stable")
     n = len(candidates(run.trials))
     lines = [f"Pareto set (proxy top1 % vs FLOPs = MACs at 224x224), {len(front)} of {n} "
-             f"candidates; export one with: {export_usage(run.path)}",
+             f"candidates; export one with: {export_command(run.path)}",
              f"{'trial':<14}{'top1 %':>8}{'FLOPs':>9}{'params':>9}{'lat ms':>8}  stage table"]
     for r in front.itertuples(index=False):
         lat = f"{r.latency_ms:.2f}" if math.isfinite(r.latency_ms) else "-"
         lines.append(f"{r.trial_id:<14}{r.top1:>8.2f}{format_flops(int(r.flops)):>9}"
                      f"{format_flops(int(r.params)):>9}{lat:>8}  {r.describe}")
+    return lines
+
+
+def standing_lines(run: RunData) -> list[str]:
+    """Where the hand design stands (:mod:`results.compare`): per reference model, the best
+    candidate at no more FLOPs and the top1 difference; empty without references."""
+    near = neighbours(run.trials)
+    rows = reference_standing(run.trials, near=near)
+    if not rows:
+        return []
+    matched = sum(s.matched for s in rows)
+    lines = [f"Reference models against the best candidate at no more FLOPs (proxy top1 %; "
+             f"{matched} of {len(rows)} matched or beaten, "
+             f"{sum(s.matched_new for s in rows)} by candidates that are no reference's "
+             "neighbour):",
+             f"{'reference':<24}{'top1 %':>8}{'FLOPs':>9}  {'best candidate':<16}{'top1 %':>8}"
+             f"{'FLOPs':>9}{'gap':>8}"]
+    for s in rows:
+        if s.best is None:
+            best = f"{'(none that cheap)':<16}{'':>8}{'':>9}{'':>8}"
+        else:
+            tag = f"{s.best}{' (n)' if s.best in near else ''}"
+            best = (f"{tag:<16}{s.best_top1:>8.2f}{format_flops(s.best_cost):>9}"
+                    f"{s.gap:>+8.2f}")
+        lines.append(f"{s.reference:<24}{s.ref_top1:>8.2f}{format_flops(s.ref_cost):>9}  {best}")
+    if near:
+        lines.append("(n): within two edits of a reference model (its neighbour, not a new "
+                     "design)")
     return lines

@@ -36,6 +36,7 @@ from space import ArchitectureError, ArchLike, UserError, architecture_from_dict
 from space.io import FILE_MODE, atomic_write_text
 
 __all__ = ["TRIAL_COLUMNS", "CURVE_COLUMNS", "STATUSES", "KINDS", "RunFolder", "RunFolderError",
+           "SCHEMA_VERSION", "ADDED_COLUMNS",
            "safe_name", "parse_arch_cell", "ArchCellNotJSON", "check_output_file", "probe_writable"]
 
 # trial_id      candidates "c0001"...; references "ref-<name>"
@@ -56,11 +57,17 @@ __all__ = ["TRIAL_COLUMNS", "CURVE_COLUMNS", "STATUSES", "KINDS", "RunFolder", "
 # arch          the architecture JSON (space's file format), one line
 # number        the Optuna trial number ("" for references)
 # finished_at   ISO-8601 UTC time the row was written (milliseconds)
+# cached        True when the result came from the evaluation cache (--eval-cache), not trained
 TRIAL_COLUMNS = ("trial_id", "kind", "name", "status", "top1", "loss", "flops", "params",
-                 "latency_ms", "latency_source", "epochs", "seconds", "proxy_seconds", "train_seconds",
-                 "images_per_second", "error", "arch", "number", "finished_at")
+                 "latency_ms", "latency_source", "epochs", "seconds", "proxy_seconds",
+                 "train_seconds", "images_per_second", "error", "arch", "number", "finished_at",
+                 "cached")
+# The run folder's format version, kept in run.json as "schema" (absent: 1). Each version's
+# added columns may be missing from an older run's files: they read as empty.
+SCHEMA_VERSION = 2
+ADDED_COLUMNS = {"cached": 2}
 CURVE_COLUMNS = ("trial_id", "epoch", "top1", "loss", "seconds")
-# finished: trained all epochs; early_stopped: stopped by the scheduler (ASHA) with a top1 from
+# finished: trained all epochs; early_stopped: stopped by the scheduler with a top1 from
 # fewer epochs; failed: raised, NaN/inf loss, out of memory (see error).
 STATUSES = ("finished", "early_stopped", "failed")
 KINDS = ("candidate", "reference")
@@ -69,6 +76,7 @@ _INT = {"flops", "params", "epochs", "number", "epoch"}
 _REQUIRED = ("trial_id", "kind", "status", "flops", "params", "arch")  # in every trials.csv row
 _FLOAT = {"top1", "loss", "latency_ms", "seconds", "proxy_seconds", "train_seconds",
           "images_per_second"}
+_BOOL = {"cached"}
 
 
 class RunFolderError(UserError):
@@ -113,6 +121,8 @@ def _cell(value: Any) -> Any:
         return ""
     if isinstance(value, float):
         return repr(value)  # round-trips exactly
+    if isinstance(value, bool):
+        return "true" if value else "false"
     return value
 
 
@@ -126,6 +136,10 @@ def _parse(column: str, text: str) -> Any:
             limit = "0-100 (percent)" if column == "top1" else "a finite number, 0 or more"
             raise ValueError(f"{column} {text!r} is not {limit}")
         return value
+    if column in _BOOL:
+        if text not in ("true", "false"):
+            raise ValueError(f"{column} {text!r} is not true or false")
+        return text == "true"
     allowed = {"status": STATUSES, "kind": KINDS}.get(column)
     if allowed and text not in allowed:
         raise ValueError(f"{column} {text!r} is not one of {', '.join(allowed)}")
@@ -255,6 +269,10 @@ class RunFolder:
             raise RunFolderError(f"{exc}; is this the --out folder of a GhostNAS run?") from None
         if not isinstance(meta, dict):
             raise RunFolderError(f"{self.meta_path}: expected a JSON object")
+        schema = meta.get("schema", 1)
+        if not (type(schema) is int and 1 <= schema <= SCHEMA_VERSION):
+            raise RunFolderError(f"{self.meta_path}: schema {schema!r}: written by a newer "
+                                 f"GhostNAS (this one reads up to {SCHEMA_VERSION}); upgrade it")
         return meta
 
     def write_meta(self, meta: dict[str, Any]) -> None:
@@ -297,14 +315,15 @@ class RunFolder:
                 reader = csv.DictReader(fh)
                 if reader.fieldnames is None:
                     return []
-                missing = [c for c in columns if c not in reader.fieldnames]
+                missing = [c for c in columns
+                           if c not in reader.fieldnames and c not in ADDED_COLUMNS]
                 if missing:
                     raise RunFolderError(f"{path}: missing column {missing[0]!r}; is this a "
                                          "GhostNAS run?")
                 for row in reader:
                     if None in row.values():  # fewer cells than the header
                         raise ValueError("fewer cells than columns")
-                    rows.append({c: _parse(c, row[c]) for c in columns})
+                    rows.append({c: _parse(c, row.get(c, "")) for c in columns})
             except UnicodeDecodeError:
                 raise RunFolderError(f"{path}: not UTF-8 text; the file is damaged or not "
                                      "written by GhostNAS (restore it, or pass a new --out)"

@@ -42,6 +42,7 @@ DESIGN_COLUMNS = ("family", "width", "depth", "n_stages", "se_share", "s_mean", 
 NUMERIC_TRIAL_COLUMNS = ("top1", "loss", "flops", "params", "latency_ms", "epochs", "seconds",
                          "proxy_seconds",
                          "train_seconds", "images_per_second", "number")
+BOOLEAN_TRIAL_COLUMNS = ("cached",)
 _NUMERIC_DESIGN = ("width", "depth", "n_stages", "se_share", "s_mean", "d_mean", "k5_share")
 _NUMERIC_CURVES = ("epoch", "top1", "loss", "seconds")
 
@@ -90,6 +91,8 @@ def _frame(rows: list[dict[str, Any]], columns: tuple[str, ...],
         if c in numeric:
             data[c] = np.array([np.nan if v is None else float(v) for v in values],
                                dtype=np.float64)
+        elif c in BOOLEAN_TRIAL_COLUMNS:  # an older run's missing column reads as False
+            data[c] = np.array([bool(v) for v in values], dtype=bool)
         else:
             data[c] = pd.Series(["" if v is None else str(v) for v in values], dtype=object)
     return pd.DataFrame(data, columns=list(columns))

@@ -28,6 +28,8 @@ from optuna.trial import TrialState
 
 from evaluators.flops import count
 from search.settings import OBJECTIVES, SAMPLERS
+from search.startup import StartupPlan, startup_trials
+from search.warm_start import warm_start_trial, warm_started
 from space import Architecture
 from space.search_space import SearchSpace
 
@@ -35,14 +37,17 @@ __all__ = ["Candidate", "CandidateSource", "make_sampler", "SAMPLERS"]
 
 
 
-def make_sampler(name: str, *, seed: int, n_trials: int) -> optuna.samplers.BaseSampler:
-    """The Optuna sampler for ``--sampler``; settings sized for short searches."""
+def make_sampler(name: str, *, seed: int, n_trials: int,
+                 n_warm: int = 0) -> optuna.samplers.BaseSampler:
+    """The Optuna sampler for ``--sampler``; settings sized for short searches. ``n_warm``
+    warm-start trials (search.warm_start) are added to TPE's and GP's start-up count, which
+    counts every completed trial, so they do not take the place of start-up proposals."""
     if name == "nsga2":
         # A generation of 50 (Optuna's default) would make a 12-trial search pure random
         # sampling; a small population lets selection act within short runs.
         return optuna.samplers.NSGAIISampler(seed=seed,
                                              population_size=max(8, min(50, n_trials // 4)))
-    startup = max(4, min(10, n_trials // 3))
+    startup = startup_trials(n_trials) + n_warm
     with warnings.catch_warnings():  # multivariate/group are "experimental" since Optuna 2.2
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         if name == "tpe":
@@ -84,7 +89,8 @@ class CandidateSource:
                  objectives: tuple[str, ...] = ("top1", "flops"),
                  latency_budget_ms: float | None = None,
                  predict_latency: Callable[[Architecture], float] | None = None,
-                 seed: int = 0, max_skips: int = 200) -> None:
+                 seed: int = 0, max_skips: int = 200, startup: StartupPlan | None = None
+                 ) -> None:
         unknown = [o for o in objectives if o not in OBJECTIVES]
         if unknown or "top1" not in objectives:
             raise ValueError(f"objectives: got {objectives}, expected top1 plus any of flops, "
@@ -107,6 +113,21 @@ class CandidateSource:
         self._inflight: dict[Architecture, int] = {}
         self._parked: dict[Architecture, list[optuna.trial.Trial]] = {}
         self._live: dict[int, tuple[optuna.trial.Trial, Candidate]] = {}
+        self.startup = startup  # the first proposals, one per FLOPs stratum (search.startup)
+
+    # -- warm start ---------------------------------------------------------------------------
+
+    def warm_start(self, arch: Architecture, *, name: str, top1: float, flops: int,
+                   latency_ms: float | None = None) -> bool:
+        """Tell the study a reference model's result as a completed trial of the space
+        (:mod:`search.warm_start`), unless it is not a point of the space or the study holds
+        it already; returns whether it was added."""
+        if not self.space.contains(arch) or name in warm_started(self.study):
+            return False
+        self.study.add_trial(warm_start_trial(
+            self.space, arch, name=name, values=self._values(top1, flops, latency_ms),
+            constraints=self._constraints(flops, latency_ms)))
+        return True
 
     # -- resume -------------------------------------------------------------------------------
 
@@ -161,6 +182,7 @@ class CandidateSource:
     def next(self) -> Candidate | None:
         """The next candidate to train, or None when the space under budget is exhausted."""
         for _ in range(self.max_skips):
+            self._plan_next()
             trial = self.study.ask()
             candidate = self._consider(trial)
             if candidate is not None:
@@ -197,16 +219,28 @@ class CandidateSource:
         self._live[trial.number] = (trial, candidate)
         return candidate
 
+    def _plan_next(self) -> None:
+        """While the start-up plan lasts, queue its next draw (a new network within budget)
+        for the study's next ``ask``, in the sampler's place."""
+        if self.startup is None or not self.startup.remaining:
+            return
+        arch = self.startup.next(accept=self._new_and_feasible)
+        if arch is not None:
+            self.study.enqueue_trial(self.space.encode(arch), skip_if_exists=False)
+
+    def _new_and_feasible(self, arch: Architecture) -> bool:
+        key = arch.canonical()
+        if key in self._known or key in self._inflight:
+            return False
+        latency = self.predict_latency(arch) if self.predict_latency else None
+        return not any(v > 0 for v in self._constraints(count(arch).flops, latency).values())
+
     def _fallback(self) -> Candidate | None:
         """The sampler only proposed over-budget or known networks: enqueue seeded random
         points of the space that are new and within budget (recorded in the study as usual)."""
         for _ in range(20_000):
             arch = self.space.sample(self.rng)
-            key = arch.canonical()
-            if key in self._known or key in self._inflight:
-                continue
-            latency = self.predict_latency(arch) if self.predict_latency else None
-            if any(v > 0 for v in self._constraints(count(arch).flops, latency).values()):
+            if not self._new_and_feasible(arch):
                 continue
             self.study.enqueue_trial(self.space.encode(arch), skip_if_exists=False)
             self.fallbacks += 1

@@ -31,9 +31,10 @@ from typing import Any
 
 from evaluators import data as datasets
 from evaluators.budget import check_budget_reachable, format_flops
+from evaluators.cache import cache_key, data_identity
 from evaluators.flops import FlopsRange, count, flops_range
 from evaluators.proxy import ProxyConfig, proxy_config
-from results.runfolder import RunFolder, RunFolderError, probe_writable
+from results.runfolder import SCHEMA_VERSION, RunFolder, RunFolderError, probe_writable
 from results.table import best_candidate
 from search.candidates import CandidateSource, make_sampler
 from search.cluster import (
@@ -50,6 +51,7 @@ from search.journal import create_study, open_journal
 from search.latency_phase import latency_predictor, measure_latencies, run_reference_ms
 from search.progress import DecodeProgress
 from search.settings import MAX_SEED, RunSettings, SettingsError, file_sha256
+from search.startup import StartupPlan, startup_trials
 from search.trial import injected_faults, proxy_trial
 from space import ArchLike, architecture_from_dict, create_architecture, list_models
 from space.search_space import SearchSpace, load_space
@@ -90,7 +92,8 @@ class SearchDriver:
     def __init__(self, settings: RunSettings, folder: RunFolder, *, meta: dict,
                  source: CandidateSource, rows: list[dict], proxy: dict,
                  predict_latency: LatencyPredictor | None, latency_source: str,
-                 log: Callable[[str], None]) -> None:
+                 log: Callable[[str], None], warm: tuple[str, ...] = (),
+                 data_id: str | None = None) -> None:
         self.settings = settings
         self.folder = folder
         self.meta = meta  # run.json as written; counters are rewritten from here, not re-read
@@ -119,10 +122,18 @@ class SearchDriver:
         self.total_refs = len(REFERENCES) if settings.references else 0
         self.dispatched = 0
         self.started_at = time.time()
+        self.data_id = data_id  # the data's identity for the evaluation cache, if one is used
+        # references told to the study before the first proposal (search.warm_start): the
+        # candidates wait until those still to train have finished
+        self.warm = warm
+        self.awaiting_warm = set(warm) - done_refs
         for r in self.rows:  # results of an earlier (killed) run of this folder
             arch = folder.row_architecture(r)
             self.source.remember(arch, top1=r["top1"] if r["status"] != "failed" else None,
                                  flops=r["flops"], latency_ms=r["latency_ms"])
+            if r["kind"] == "reference" and r["name"] in warm and r["status"] != "failed":
+                self.source.warm_start(arch, name=r["name"], top1=r["top1"], flops=r["flops"],
+                                       latency_ms=r["latency_ms"])
 
     # -- counts -------------------------------------------------------------------------------
 
@@ -163,7 +174,10 @@ class SearchDriver:
             name = self.refs.pop(0)
             arch = create_architecture(name)
             self.source.reserve(arch)
-            return self._config(f"ref-{name}", "reference", name, arch, None, None)
+            latency = self.predict_latency(arch) if self.predict_latency else None
+            return self._config(f"ref-{name}", "reference", name, arch, None, latency)
+        if self.awaiting_warm:  # the sampler starts from the hand design's results
+            return None
         running = sum(c["kind"] == "candidate" for c in self.live.values())
         if self.candidates_done + running >= self.settings.trials or self.exhausted:
             return None
@@ -183,10 +197,14 @@ class SearchDriver:
     def _config(self, trial_id: str, kind: str, name: str, arch: ArchLike, number: int | None,
                 latency_ms: float | None) -> dict:
         cost = count(arch)
+        cache = None
+        if self.settings.eval_cache and self.data_id:
+            cache = {"dir": self.settings.eval_cache,
+                     "key": cache_key(arch, self.proxy, self.data_id)}
         return {"trial_id": trial_id, "kind": kind, "name": name, "arch": arch.to_dict(),
                 "flops": cost.flops, "params": cost.params, "number": number,
                 "latency_ms": latency_ms, "proxy": self.proxy,
-                "fault": self.faults.get(trial_id)}
+                "fault": self.faults.get(trial_id), "cache": cache}
 
     # -- results (called by Ray Tune's searcher and callback) ----------------------------------
 
@@ -236,6 +254,11 @@ class SearchDriver:
         else:
             self.source.remember(arch, top1=row["top1"], flops=config["flops"],
                                  latency_ms=latency)
+            if config["name"] in self.awaiting_warm:
+                self.awaiting_warm.discard(config["name"])
+                if status != "failed":
+                    self.source.warm_start(arch, name=config["name"], top1=row["top1"],
+                                           flops=config["flops"], latency_ms=latency)
         self.write_meta()
         self._progress(row)
 
@@ -259,7 +282,10 @@ class SearchDriver:
             figure = (f"top1 {row['top1']:5.1f}%  {format_flops(row['flops']):>7} FLOPs  "
                       f"{row['params'] / 1e6:5.2f}M params  trial {row['seconds'] or 0:5.1f}s")
             if row["status"] == "early_stopped":
-                figure += f"  (stopped by ASHA after {_count(row['epochs'], 'epoch')})"
+                figure += (f"  (stopped by {self.settings.scheduler} after "
+                           f"{_count(row['epochs'], 'epoch')})")
+            if row.get("cached"):
+                figure += "  (from the evaluation cache)"
         best = best_candidate(self.rows, max_flops=self.settings.budget_flops)
         best_text = (f"best <= {format_flops(self.settings.budget_flops)}: {best['top1']:.1f}% "
                      f"({best['trial_id']})" if best else "best: -")
@@ -311,7 +337,8 @@ class SearchDriver:
                 # -1: as many as GhostSearcher gives (retries add trials) until it says FINISHED
                 search_alg=GhostSearcher(self), num_samples=-1,
                 scheduler=make_scheduler(settings.scheduler, epochs=epochs, rows=self.rows,
-                                         curves=self.curves),
+                                         curves=self.curves, objectives=settings.objectives,
+                                         held_out=int(data.val_x.shape[0])),
                 reuse_actors=True,  # a new worker per trial starts a process and imports torch
                 # Never propose more trials than can start: a proposal made early, only to wait
                 # for a free slot, is made with less information.
@@ -392,17 +419,20 @@ def run_search(settings: RunSettings, out_dir: str | os.PathLike, *,
                            flops=flops)
         # a resumed run's sampler starts from another seed than the first session's
         seed = (settings.seed + n_existing) % (MAX_SEED + 1)
+        warm = _warm_references(settings, space)
         study = create_study(storage, objectives=settings.objectives,
                              sampler=make_sampler(settings.sampler, seed=seed,
-                                                  n_trials=settings.trials))
+                                                  n_trials=settings.trials, n_warm=len(warm)))
         source = CandidateSource(space=space, study=study, budget_flops=settings.budget_flops,
                                  objectives=settings.objectives,
                                  latency_budget_ms=settings.latency_budget_ms
                                  if predict_latency else None,
-                                 predict_latency=predict_latency, seed=seed)
+                                 predict_latency=predict_latency, seed=seed,
+                                 startup=_startup_plan(settings, space, flops, rows, seed=seed))
         driver = SearchDriver(settings, folder, meta=meta, source=source, rows=rows,
                               proxy=proxy.to_dict(), predict_latency=predict_latency,
-                              latency_source=latency_source, log=log)
+                              latency_source=latency_source, log=log, warm=warm,
+                              data_id=data_identity(data) if settings.eval_cache else None)
         abandoned = driver.abandon_interrupted()
         _log_start(driver, resumed=resumed, proxy=proxy, data=data, abandoned=abandoned)
         interrupted = False
@@ -424,6 +454,25 @@ def _checked_settings(settings: RunSettings) -> tuple[RunSettings, SearchSpace, 
     flops = flops_range(space)
     check_budget_reachable(settings.budget_flops, min_flops=flops.min_flops)
     return settings, space, flops
+
+
+def _warm_references(settings: RunSettings, space: SearchSpace) -> tuple[str, ...]:
+    """The reference models told to the study before the first proposal: those that are
+    points of the space, unless ``--no-warm-start`` or ``--no-references``."""
+    if not (settings.references and settings.warm_start):
+        return ()
+    return tuple(n for n in REFERENCES if space.contains(create_architecture(n)))
+
+
+def _startup_plan(settings: RunSettings, space: SearchSpace, flops: FlopsRange,
+                  rows: list[dict], *, seed: int) -> StartupPlan | None:
+    """The start-up proposals spread over the FLOPs range (``--startup spread``), as many as
+    the sampler's start-up count less the candidates an earlier session already proposed."""
+    done = sum(r["kind"] == "candidate" for r in rows)
+    n = startup_trials(settings.trials) - done
+    if settings.startup != "spread" or n <= 0 or settings.budget_flops <= flops.min_flops:
+        return None
+    return StartupPlan(space, low=flops.min_flops, high=settings.budget_flops, n=n, seed=seed)
 
 
 def _open_folder(settings: RunSettings, out_dir: str | os.PathLike) -> tuple[RunFolder, bool]:
@@ -484,7 +533,7 @@ def _start_meta(folder: RunFolder, settings: RunSettings, *, resumed: bool, prox
         "data": {"train": int(data.train_x.shape[0]), "val": int(data.val_x.shape[0]),
                  "classes": data.num_classes, "image_side": int(data.train_x.shape[-1])},
         "flops_convention": "multiply-accumulates of Conv2d+Linear at 224x224, 1000 classes",
-        "space_flops_range": [flops.min_flops, flops.max_flops],
+        "space_flops_range": [flops.min_flops, flops.max_flops], "schema": SCHEMA_VERSION,
     })
     folder.write_meta(meta)
     return meta
@@ -499,7 +548,9 @@ def _log_start(driver: SearchDriver, *, resumed: bool, proxy: ProxyConfig,
                f"{data.num_classes} classes, proxy {_count(proxy.epochs, 'epoch')} at "
                f"{proxy.resolution}px | {_count(s.trials, 'candidate')} + "
                f"{_count(driver.total_refs, 'reference')} | sampler "
-               f"{s.sampler}, scheduler {s.scheduler}")
+               f"{s.sampler} (warm start: {_count(len(driver.warm), 'reference')}, start-up "
+               f"{s.startup}), scheduler {s.scheduler}"
+               f"{', evaluation cache ' + s.eval_cache if s.eval_cache else ''}")
     if resumed:
         driver.log(f"  already done: {driver.candidates_done} candidates, "
                    f"{driver.total_refs - len(driver.refs)} references; {abandoned} interrupted "
@@ -538,6 +589,7 @@ def _trial_row(config: dict, result: dict, *, status: str, error: str,
         "seconds": seconds, "proxy_seconds": result.get("proxy_seconds"),
         "train_seconds": result.get("train_seconds"),
         "images_per_second": result.get("images_per_second"), "error": error,
+        "cached": bool(result.get("cached", False)),
         "arch": json.dumps(config["arch"], separators=(",", ":")),
         "number": config["number"], "finished_at": _now(),
     }

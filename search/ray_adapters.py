@@ -5,9 +5,11 @@ driver (:class:`search.driver.SearchDriver`): these adapters only pass Tune's ev
 
 * :class:`GhostSearcher` hands Tune the driver's next trial (references first, then candidates
   from the Optuna study, then trials to dispatch again).
-* :func:`make_scheduler` is the one mapping from ``--scheduler`` to a Tune scheduler;
-  :class:`ReferenceSafeASHA` is ASHA (Li et al., "A System for Massively Parallel
-  Hyperparameter Tuning", MLSys 2020) among candidates only.
+* :func:`make_scheduler` is the one mapping from ``--scheduler`` to a Tune scheduler:
+  :class:`ParetoASHA` (the default) runs :class:`search.halving.HalvingPolicy`, successive
+  halving on the run's objectives with the references as comparators;
+  :class:`ReferenceSafeASHA` is Ray's ASHA (Li et al., "A System for Massively Parallel
+  Hyperparameter Tuning", MLSys 2020) on top-1 among candidates only.
 * :class:`Recorder` files every epoch's report with the driver, as it arrives.
 
 Importing this module imports Ray: the driver imports it after it has set Ray's environment
@@ -20,14 +22,15 @@ from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
 from ray.tune import Callback
-from ray.tune.schedulers import AsyncHyperBandScheduler, TrialScheduler
+from ray.tune.schedulers import AsyncHyperBandScheduler, FIFOScheduler, TrialScheduler
 from ray.tune.search import Searcher
 
 from results.runfolder import safe_name
+from search.halving import HalvingPolicy, milestones
 from search.settings import SCHEDULERS
 
-__all__ = ["METRIC", "MODE", "TrialDriver", "GhostSearcher", "ReferenceSafeASHA", "Recorder",
-           "make_scheduler", "trained_curves", "trial_dirname"]
+__all__ = ["METRIC", "MODE", "TrialDriver", "GhostSearcher", "ParetoASHA", "ReferenceSafeASHA",
+           "Recorder", "make_scheduler", "trained_curves", "trial_dirname", "point"]
 
 # What a trial reports and Tune compares: proxy top-1 on the held-out split, higher is better.
 METRIC = "top1"
@@ -113,6 +116,47 @@ class ReferenceSafeASHA(AsyncHyperBandScheduler):
                 recorded.setdefault(trial_id, top1_by_epoch[milestone])
 
 
+def point(config: Mapping[str, Any], top1: float, objectives: Sequence[str]) -> tuple:
+    """A trial's values for the objectives: ``top1`` from its report, FLOPs and (predicted)
+    latency from its config, known before it trained."""
+    table = {"top1": top1, "flops": config.get("flops"), "latency": config.get("latency_ms")}
+    return tuple(float("nan") if table[o] is None else float(table[o]) for o in objectives)
+
+
+class ParetoASHA(FIFOScheduler):
+    """Pareto-aware successive halving (:mod:`search.halving`) as a Tune scheduler.
+
+    It keeps its own state, :class:`HalvingPolicy`'s rungs keyed by GhostNAS trial id (not
+    Ray's), so a resumed run files its earlier curves back (:meth:`remember`). References
+    enter the rungs as comparators and always finish; a failed trial's report is no score.
+    """
+
+    def __init__(self, policy: HalvingPolicy) -> None:
+        super().__init__()  # it ranks by the policy's objectives, not by Tune's metric
+        self.policy = policy
+
+    def on_trial_result(self, tune_controller, trial, result):
+        if (result or {}).get("status") == "failed" or "epoch" not in (result or {}):
+            return TrialScheduler.CONTINUE
+        config = trial.config
+        go_on = self.policy.record(config["trial_id"], int(result["epoch"]),
+                                   point(config, result["top1"], self.policy.objectives),
+                                   comparator=config.get("kind") == "reference")
+        return TrialScheduler.CONTINUE if go_on else TrialScheduler.STOP
+
+    def remember(self, row: Mapping[str, Any], top1_by_epoch: Mapping[int, float]) -> None:
+        """File a trial of an earlier session (its trials.csv ``row``) in the rungs it
+        reached, as its own reports would have been."""
+        for epoch in sorted(top1_by_epoch):
+            self.policy.record(row["trial_id"], epoch,
+                               point(row, top1_by_epoch[epoch], self.policy.objectives),
+                               comparator=row["kind"] == "reference")
+
+    def debug_string(self) -> str:
+        filled = ", ".join(f"epoch {m}: {len(r)}" for m, r in self.policy.rungs.items())
+        return f"ParetoASHA: rungs {filled or 'none'}"
+
+
 class Recorder(Callback):
     """Passes Tune's trial events to the driver."""
 
@@ -129,18 +173,29 @@ class Recorder(Callback):
 
 
 def make_scheduler(name: str, *, epochs: int, rows: Sequence[Mapping[str, Any]] = (),
-                   curves: Sequence[Mapping[str, Any]] = ()) -> TrialScheduler | None:
+                   curves: Sequence[Mapping[str, Any]] = (),
+                   objectives: Sequence[str] = ("top1", "flops"), held_out: int | None = None,
+                   seed_sd: float = 0.0) -> TrialScheduler | None:
     """The Tune scheduler for ``--scheduler name`` and trials of ``epochs`` proxy epochs; None
     for Tune's default, which runs every trial to the end.
 
-    ``rows`` and ``curves`` (trials.csv and curves.csv of a resumed run) file the candidates
+    ``rows`` and ``curves`` (trials.csv and curves.csv of a resumed run) file the trials
     trained before the resume in the scheduler, so it stops the same trials it would have
-    stopped had the run not been interrupted.
+    stopped had the run not been interrupted. ``objectives``, ``held_out`` (images each top-1
+    is scored on) and ``seed_sd`` (the proxy's seed spread, points) are the Pareto scheduler's.
     """
     if name not in SCHEDULERS:
         raise ValueError(f"name: got {name!r}, expected one of {', '.join(SCHEDULERS)}")
     if name == "none" or epochs < 2:  # one epoch: no rung to stop a trial at
         return None
+    if name == "pareto-asha":
+        policy = HalvingPolicy(rung_epochs=milestones(epochs), objectives=tuple(objectives),
+                               held_out=held_out, seed_sd=seed_sd)
+        pareto = ParetoASHA(policy)
+        by_id = {r["trial_id"]: r for r in rows}
+        for trial_id, top1_by_epoch in trained_curves(rows, curves, references=True).items():
+            pareto.remember(by_id[trial_id], top1_by_epoch)
+        return pareto
     asha = ReferenceSafeASHA(time_attr="epoch", metric=METRIC, mode=MODE, max_t=epochs,
                              grace_period=max(1, epochs // 4), reduction_factor=3)
     for trial_id, top1_by_epoch in trained_curves(rows, curves).items():
@@ -148,12 +203,14 @@ def make_scheduler(name: str, *, epochs: int, rows: Sequence[Mapping[str, Any]] 
     return asha
 
 
-def trained_curves(rows: Sequence[Mapping[str, Any]],
-                   curves: Sequence[Mapping[str, Any]]) -> dict[str, dict[int, float]]:
-    """Trial id -> {epoch: top1} of the candidates in ``rows``, from ``curves``: what ASHA's
-    rungs held for them (the epochs they completed; a failure's report never entered)."""
+def trained_curves(rows: Sequence[Mapping[str, Any]], curves: Sequence[Mapping[str, Any]], *,
+                   references: bool = False) -> dict[str, dict[int, float]]:
+    """Trial id -> {epoch: top1} of the candidates in ``rows`` (and the references, if asked),
+    from ``curves``: what a scheduler's rungs held for them (the epochs they completed; a
+    failure's report never entered)."""
+    kinds = ("candidate", "reference") if references else ("candidate",)
     trained: dict[str, dict[int, float]] = {
-        r["trial_id"]: {} for r in rows if r["kind"] == "candidate"}
+        r["trial_id"]: {} for r in rows if r["kind"] in kinds}
     for c in curves:
         if c["trial_id"] in trained and c["top1"] is not None:
             trained[c["trial_id"]][c["epoch"]] = c["top1"]

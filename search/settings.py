@@ -13,11 +13,14 @@ from evaluators.proxy import proxy_config
 from space import UserError
 from space.checks import check_float, check_int
 
-__all__ = ["RunSettings", "SettingsError", "RESUME_MUST_MATCH", "SCHEDULERS", "SAMPLERS", "OBJECTIVES", "MAX_SEED",
-           "seed_arg", "file_sha256"]
+__all__ = ["RunSettings", "SettingsError", "RESUME_MUST_MATCH", "SCHEDULERS", "SAMPLERS",
+           "STARTUPS", "OBJECTIVES", "MAX_SEED", "seed_arg", "file_sha256"]
 
-# --scheduler's choices; search.ray_adapters.make_scheduler builds each
-SCHEDULERS = ("asha", "none")
+# --scheduler's choices, the default first; search.ray_adapters.make_scheduler builds each
+SCHEDULERS = ("pareto-asha", "asha", "none")
+# --startup's choices: the sampler's first proposals spread over the FLOPs range
+# (search/startup.py), or the sampler's own uniform draws
+STARTUPS = ("spread", "uniform")
 SAMPLERS = ("nsga2", "tpe", "gp", "random")  # Optuna samplers (search/candidates.py)
 # The objectives a run may optimise and their Optuna direction: top1 (proxy top-1 %, higher is
 # better) plus FLOPs (MACs at 224x224) and/or latency (ms), lower is better.
@@ -64,14 +67,22 @@ class RunSettings:
     gpus_per_trial: float = 0.0
     max_concurrent: int | None = None  # None: as many as the resources allow
     address: str | None = None  # an existing Ray cluster
-    scheduler: str = "asha"
+    scheduler: str = "pareto-asha"
     references: bool = True
+    warm_start: bool = True  # the references in the space are told to the study first
+    startup: str = "spread"  # the first proposals: spread over the FLOPs range, or uniform
+    eval_cache: str | None = None  # a folder of cached proxy results shared by runs
     space_file: str | None = None
     space_sha256: str | None = None  # of the space file, so a resume cannot change the space
     latency_table_sha256: str | None = None  # of --latency-table's file, likewise
 
     def __post_init__(self) -> None:
         check_int("--trials", self.trials, error=SettingsError)
+        for name, allowed in (("sampler", SAMPLERS), ("scheduler", SCHEDULERS),
+                              ("startup", STARTUPS)):
+            if getattr(self, name) not in allowed:
+                raise SettingsError(f"--{name}: got {getattr(self, name)!r}, expected one of "
+                                    f"{', '.join(allowed)}")
         for name in ("epochs", "max_train", "max_val", "max_concurrent"):  # None: the default
             if getattr(self, name) is not None:
                 check_int(_option(name), getattr(self, name), error=SettingsError)

@@ -21,9 +21,17 @@ from evaluators.flops import count
 from space import Architecture
 from space.search_space import SearchSpace
 
-__all__ = ["flops_strata", "StartupPlan"]
+__all__ = ["flops_strata", "StartupPlan", "startup_trials"]
 
 MAX_DRAWS = 20_000  # per proposal; a stratum the space cannot reach is given up after this
+
+
+def startup_trials(n_trials: int) -> int:
+    """How many of a run's first proposals are start-up draws rather than model-guided: the
+    TPE and GP samplers' start-up count, and the size of the start-up plan. A third of a short
+    run, between 4 and 10: enough to span the FLOPs range, few enough to leave most trials to
+    the model."""
+    return max(4, min(10, n_trials // 3))
 
 
 def flops_strata(low: float, high: float, n: int) -> list[tuple[float, float]]:
@@ -65,9 +73,4 @@ class StartupPlan:
                     return arch
         return None
 
-    @staticmethod
-    def size(n_trials: int) -> int:
-        """How many start-up proposals a run of ``n_trials`` candidates gets: the samplers'
-        own start-up count (see ``search.candidates.make_sampler``)."""
-        return max(4, min(10, n_trials // 3))
 

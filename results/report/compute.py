@@ -235,9 +235,12 @@ def compute_summary(run: RunData) -> Summary:
     )
 
 
-def export_command(run_dir: str | os.PathLike, trial_id: str) -> str:
+def export_command(run_dir: str | os.PathLike, trial_id: str | None = None) -> str:
     """The shell command that exports ``trial_id`` of the run at ``run_dir``; the file it writes
-    is named after the trial (letters, digits, ``_.-`` only, no leading dot)."""
+    is named after the trial (letters, digits, ``_.-`` only, no leading dot). Without a trial,
+    the command with placeholders (``--trial ID --out FILE``)."""
+    if trial_id is None:
+        return f"python -m search export {shlex.quote(str(run_dir))} --trial ID --out FILE"
     out = f"{safe_name(trial_id)}.json"
     return (f"python -m search export {shlex.quote(str(run_dir))} --trial "
             f"{shlex.quote(trial_id)} --out {shlex.quote(out)}")

@@ -6,7 +6,7 @@ import argparse
 import sys
 
 from evaluators.data import DATASETS
-from search.settings import SAMPLERS, SCHEDULERS, seed_arg
+from search.settings import SAMPLERS, SCHEDULERS, STARTUPS, seed_arg
 
 DEFAULT_TRIALS = 12
 
@@ -39,10 +39,17 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="Optuna sampler choosing the candidates: tpe (multivariate TPE; the best "
                         "hypervolume in benchmarks/sampler_quality.py), nsga2, gp (slow to "
                         "propose in this many dimensions: for expensive trials) or random")
-    g.add_argument("--scheduler", choices=SCHEDULERS, default="asha",
-                   help="asha: Ray Tune's asynchronous successive halving stops candidates "
-                        "whose proxy top1 trails their peers' at the same epoch (reference "
-                        "models always finish); none: every trial runs all epochs")
+    g.add_argument("--scheduler", choices=SCHEDULERS, default="pareto-asha",
+                   help="pareto-asha: successive halving on the run's objectives (proxy top1 "
+                        "against FLOPs/latency), stopping only candidates dominated beyond the "
+                        "noise; asha: Ray Tune's ASHA on top1 alone; none: every trial runs all "
+                        "epochs (reference models always finish)")
+    g.add_argument("--startup", choices=STARTUPS, default="spread",
+                   help="the sampler's first proposals: spread over the FLOPs range up to the "
+                        "budget (one per log-FLOPs stratum), or the sampler's uniform draws")
+    g.add_argument("--no-warm-start", dest="warm_start", action="store_false",
+                   help="do not tell the study the reference models that are points of the "
+                        "space before the first proposal (for comparisons)")
     g.add_argument("--seed", type=seed_arg, default=0,
                    help="seeds the sampler, the held-out split, weights and batch order")
 
@@ -70,7 +77,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="CPUs each trial gets (its torch thread count)")
     g.add_argument("--gpus-per-trial", default="auto", metavar="G",
                    help="GPUs each trial gets; fractions share a GPU (e.g. 0.25); auto: 0 "
-                        "without CUDA, else 1 (see README: GPUs)")
+                        "without CUDA, else 1 (see docs/gpus.md)")
     g.add_argument("--max-concurrent", type=int, default=None, metavar="K",
                    help="at most K trials at once (default: as many as the resources allow)")
     g.add_argument("--address", default=None, metavar="ADDR",
@@ -80,78 +87,31 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "instead of measuring it after the search")
     g.add_argument("--no-latency", dest="measure_latency", action="store_false",
                    help="do not measure latency after the search")
-
-
-# One whole GPU per trial: a fraction is a throughput bet that only a measurement of how trials
-# share one can settle (benchmarks/gpu_proxy.py; README: GPUs), so it is the user's choice.
-AUTO_GPU_SHARE = 1.0
+    g.add_argument("--eval-cache", metavar="DIR", default=None,
+                   help="reuse proxy results across runs: a network trained with the same proxy "
+                        "settings, data and seed before is answered from DIR (opt-in)")
 
 
 def run(args: argparse.Namespace) -> int:
-    from datetime import datetime
-    from pathlib import Path
-
-    from evaluators.budget import parse_flops, parse_latency_ms
-    from results import load_run, write_report
-    from results.console import pareto_lines
+    from results.console import pareto_lines, standing_lines
     from results.runfolder import RunFolder
-    from search.driver import SearchInterrupted, run_search
-    from search.settings import OBJECTIVES, RunSettings, SettingsError
+    from search.api import SearchInterrupted
+    from search.api import run as run_search
 
-    budget = parse_flops(args.budget)
-    latency_budget = (parse_latency_ms(args.latency_budget)
-                      if args.latency_budget is not None else None)
-    objectives = tuple(o.strip() for o in args.objectives.split(",") if o.strip())
-    bad = [o for o in objectives if o not in OBJECTIVES]
-    if bad or "top1" not in objectives or len(set(objectives)) != len(objectives):
-        raise SettingsError(f"--objectives: got {args.objectives!r}, expected top1 plus flops "
-                            "and/or latency, e.g. top1,flops or top1,flops,latency")
-    if args.gpus_per_trial == "auto":
-        import torch
-
-        gpus = AUTO_GPU_SHARE if torch.cuda.is_available() else 0.0
-    else:
-        try:
-            gpus = float(args.gpus_per_trial)
-        except ValueError:
-            raise SettingsError(f"--gpus-per-trial: got {args.gpus_per_trial!r}, expected a "
-                                "number such as 1, 0.5 or 0.25, or auto") from None
-    if args.dataset in ("cifar10", "cifar100", "folder") and args.data_dir is None:
-        raise SettingsError(f"--dataset {args.dataset} needs --data-dir PATH (where the data "
-                            "lies; nothing is downloaded)")
-    if args.out is not None and not args.out.strip():
-        raise SettingsError("--out: got an empty path; pass a folder (or leave --out out for "
-                            "ghostnas-runs/run-<date>-<time>)")
-    if args.address is not None and not args.address.strip():
-        raise SettingsError("--address: got an empty value; pass the HOST:PORT of a Ray head "
-                            "node, or leave --address out to run on this machine alone")
-    out = (Path(args.out) if args.out is not None
-           else Path("ghostnas-runs") / f"run-{datetime.now():%Y%m%d-%H%M%S}")
-    if args.resume and not RunFolder(out).exists():
-        raise SettingsError(f"--resume: {str(out)!r} is not a run folder to continue; "
-                            "pass the --out of an earlier run")
-    settings = RunSettings(
-        budget_flops=budget, trials=args.trials, epochs=args.epochs, dataset=args.dataset,
-        data_dir=str(Path(args.data_dir).resolve()) if args.data_dir else None,
-        max_train=args.max_train, max_val=args.max_val, sampler=args.sampler, seed=args.seed,
-        objectives=objectives,
-        latency_budget_ms=latency_budget,
-        latency_table=str(Path(args.latency_table).resolve()) if args.latency_table else None,
-        measure_latency=args.measure_latency, cpus_per_trial=args.cpus_per_trial,
-        gpus_per_trial=gpus, max_concurrent=args.max_concurrent, address=args.address,
-        scheduler=args.scheduler, references=args.references,
-        space_file=str(Path(args.space).resolve()) if args.space else None)
-
+    options = {k: v for k, v in vars(args).items()
+               if k not in ("command", "resume") and not k.startswith("_")}
     try:
-        folder = run_search(settings, out)
+        data = run_search(options.pop("budget"), resume=args.resume, **options)
     except SearchInterrupted as stop:
         sys.stderr.write(f"interrupted: the trials finished so far are kept in {stop.folder.path}; "
                          "run the same command again to continue (with this --out it "
                          "resumes)\n")
         return 130
-    run_data = load_run(folder.path)
-    report = write_report(run_data)
-    print("\n" + "\n".join(pareto_lines(run_data)))
-    print(f"\nreport:  {report}\ntrials:  {folder.trials_path}\nstudy:   {folder.study_path} "
-          f"(optuna-dashboard {folder.study_path})")
+    folder = RunFolder(data.path)
+    print("\n" + "\n".join(pareto_lines(data)))
+    standing = standing_lines(data)
+    if standing:
+        print("\n" + "\n".join(standing))
+    print(f"\nreport:  {folder.report_path}\ntrials:  {folder.trials_path}\nstudy:   "
+          f"{folder.study_path} (optuna-dashboard {folder.study_path})")
     return 0

@@ -1,5 +1,6 @@
 """The schedulers as the search builds them (``make_scheduler``): with ASHA, candidates compete
-with candidates, at the same epoch."""
+with candidates, at the same epoch; with Pareto ASHA (the default) on the run's objectives, the
+references compare and always finish."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import types
 import pytest
 from ray.tune.schedulers import TrialScheduler
 
-from search.ray_adapters import ReferenceSafeASHA, make_scheduler, trained_curves
+from search.ray_adapters import ParetoASHA, ReferenceSafeASHA, make_scheduler, trained_curves
 from search.settings import SCHEDULERS
 
 
@@ -24,10 +25,54 @@ def test_every_scheduler_option_is_built():
     for name in SCHEDULERS:
         make_scheduler(name, epochs=5)
     assert isinstance(make_scheduler("asha", epochs=5), ReferenceSafeASHA)
+    assert isinstance(make_scheduler("pareto-asha", epochs=5), ParetoASHA)
     assert make_scheduler("none", epochs=5) is None
     assert make_scheduler("asha", epochs=1) is None  # one epoch: nothing to stop a trial at
-    with pytest.raises(ValueError, match="name: got 'bogus', expected one of asha, none"):
+    assert make_scheduler("pareto-asha", epochs=1) is None
+    with pytest.raises(ValueError, match="name: got 'bogus', expected one of pareto-asha, asha"):
         make_scheduler("bogus", epochs=5)
+
+
+def _tune_trial(trial_id: str, kind: str, flops: float, latency_ms: float | None = None):
+    return types.SimpleNamespace(trial_id=f"ray-{trial_id}", config={
+        "trial_id": trial_id, "kind": kind, "flops": flops, "latency_ms": latency_ms})
+
+
+def test_pareto_asha_keeps_a_cheap_network_and_stops_one_clearly_dominated():
+    sched = make_scheduler("pareto-asha", epochs=3, held_out=450)
+    refs = {"ref-ghostnet_050": (80.0, 42e6), "ref-ghostnet_100": (88.0, 141e6)}
+    for tid, (top1, flops) in refs.items():
+        ref = _tune_trial(tid, "reference", flops)
+        # a reference is never stopped, however it scores
+        assert sched.on_trial_result(None, ref, {"epoch": 1, "top1": top1}) \
+            == TrialScheduler.CONTINUE
+    cheap = _tune_trial("c0001", "candidate", 20e6)  # trails both, but is cheaper than both
+    assert sched.on_trial_result(None, cheap, {"epoch": 1, "top1": 60.0}) \
+        == TrialScheduler.CONTINUE
+    worse = _tune_trial("c0002", "candidate", 60e6)  # more FLOPs than 0.5x, 30 points behind
+    assert sched.on_trial_result(None, worse, {"epoch": 1, "top1": 50.0}) == TrialScheduler.STOP
+    failed = _tune_trial("c0003", "candidate", 60e6)
+    assert sched.on_trial_result(None, failed, {"epoch": 1, "top1": 0.0, "status": "failed"}) \
+        == TrialScheduler.CONTINUE
+
+
+def test_pareto_asha_files_a_resumed_runs_curves_references_included():
+    rows = [{"trial_id": "ref-ghostnet_050", "kind": "reference", "status": "finished",
+             "flops": 42_000_000, "latency_ms": None},
+            {"trial_id": "c0001", "kind": "candidate", "status": "finished",
+             "flops": 20_000_000, "latency_ms": None}]
+    curves = [{"trial_id": "ref-ghostnet_050", "epoch": e, "top1": t}
+              for e, t in ((1, 80.0), (2, 90.0), (3, 93.0))]
+    curves += [{"trial_id": "c0001", "epoch": 1, "top1": 75.0}]
+    resumed = make_scheduler("pareto-asha", epochs=3, rows=rows, curves=curves, held_out=450)
+    assert set(resumed.policy.rungs[1]) == {"ref-ghostnet_050", "c0001"}
+    assert resumed.policy.rungs[1]["ref-ghostnet_050"].comparator
+    # after the resume, a network the 0.5x reference dominates beyond the noise is stopped
+    late = _tune_trial("c0002", "candidate", 50e6)
+    assert resumed.on_trial_result(None, late, {"epoch": 1, "top1": 55.0}) == TrialScheduler.STOP
+    fresh = make_scheduler("pareto-asha", epochs=3, held_out=450)
+    assert fresh.on_trial_result(None, late, {"epoch": 1, "top1": 55.0}) \
+        == TrialScheduler.CONTINUE  # alone in an empty rung
 
 
 @pytest.mark.parametrize(("epochs", "rung"), [(2, 1), (5, 3)])
