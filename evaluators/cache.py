@@ -3,8 +3,8 @@
 A proxy result is a function of the network, the proxy's settings (epochs, resolution, batch,
 learning rate, seed, device, threads, ...) and the exact images it trained and was scored on.
 The cache keys on all three: the canonical architecture (two tables that build the same
-network share a key), the proxy settings as saved in run.json, and :func:`data_identity`, a
-hash of the image and label tensors. Changing any of them misses. Reference models, repeated
+network share a key), the proxy settings as saved in run.json with the recipe's version, and
+:func:`data_identity`, a hash of the image and label tensors. Changing any of them misses. Reference models, repeated
 seeds and paired benchmark runs then train each network once.
 
 An entry is one JSON file ``<key>.json`` holding every epoch's report, written atomically when a
@@ -25,6 +25,7 @@ from typing import Any
 
 import torch
 
+from evaluators.proxy import RECIPE_VERSION
 from space import ArchitectureError, ArchLike, read_json_file
 from space.io import atomic_write_text
 
@@ -52,7 +53,8 @@ def data_identity(data: Any) -> str:
 
 def cache_key(arch: ArchLike, proxy: Mapping[str, Any], data_id: str) -> str:
     """The key of ``arch`` trained with ``proxy`` (settings as in run.json) on ``data_id``."""
-    text = json.dumps({"version": CACHE_VERSION, "arch": arch.canonical().to_dict(),
+    text = json.dumps({"version": CACHE_VERSION, "recipe": RECIPE_VERSION,
+                       "arch": arch.canonical().to_dict(),
                        "proxy": dict(proxy), "data": data_id}, sort_keys=True,
                       separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()

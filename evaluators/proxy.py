@@ -55,9 +55,14 @@ from evaluators.training import (
 )
 
 __all__ = ["ProxyConfig", "ConfigError", "EpochReport", "ProxyResult", "PRESETS", "STATUSES",
+           "RECIPE_VERSION",
            "proxy_config", "train_proxy"]
 
 STATUSES = ("finished", "early_stopped", "failed")
+# The proxy recipe's version: raised whenever a change to the trainer alters what the same
+# settings, network, data and seed produce, so stored results (benchmarks, caches) of another
+# version are not mixed with new ones.
+RECIPE_VERSION = 1
 _CHECK_EVERY = 16  # steps between NaN/inf checks (one host-device sync each)
 
 

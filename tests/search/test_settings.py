@@ -7,7 +7,7 @@ import dataclasses
 
 import pytest
 
-from search.settings import RunSettings, SettingsError
+from search.settings import RESUME_MUST_MATCH, RunSettings, SettingsError
 
 OLD = RunSettings(budget_flops=300_000_000, epochs=1, seed=5, latency_budget_ms=None)
 
@@ -40,8 +40,11 @@ def test_epochs_given_or_left_to_the_data_sets_default_are_one_setting():
 
 
 def test_settings_that_may_change_are_accepted():
-    dataclasses.replace(OLD, trials=40, cpus_per_trial=2.0, scheduler="none",
-                        references=False).resumable_from(OLD)
+    changed = {"trials": 40, "cpus_per_trial": 2.0, "scheduler": "none", "references": False}
+    assert not set(changed) & set(RESUME_MUST_MATCH)
+    new = dataclasses.replace(OLD, **changed)
+    new.resumable_from(OLD)  # raises if refused
+    assert RunSettings.from_dict(new.to_dict()) == new  # saved in run.json as given
 
 
 def test_a_rebuilt_latency_table_is_refused_and_an_old_run_json_is_not():
@@ -65,4 +68,5 @@ def test_resources_finer_than_ray_counts_are_refused(change, message):
 
 def test_resources_ray_can_count_are_accepted():
     for cpus, gpus in ((0.5, 0.25), (0.0625, 0.0001), (3.0, 2.0), (1.0, 0.0)):
-        dataclasses.replace(OLD, cpus_per_trial=cpus, gpus_per_trial=gpus)
+        s = dataclasses.replace(OLD, cpus_per_trial=cpus, gpus_per_trial=gpus)
+        assert (s.cpus_per_trial, s.gpus_per_trial) == (cpus, gpus)  # kept, not rounded

@@ -143,8 +143,10 @@ def test_invalid_values_name_field_value_and_rule(data, field, value, allowed):
 
 
 def test_largest_allowed_values_are_valid():
-    Architecture.from_dict(_with_block(k=31, d=31, s=64, exp=65_536, out=65_536))
-    Architecture.from_dict(_with_top(width=16, stem=65_536, head=65_536, num_classes=1_000_000))
+    for data in (_with_block(k=31, d=31, s=64, exp=65_536, out=65_536),
+                 _with_top(width=16, stem=65_536, head=65_536, num_classes=1_000_000)):
+        arch = Architecture.from_dict(data)
+        assert Architecture.from_dict(arch.to_dict()) == arch  # and it round-trips
 
 
 def test_mobilenetv3_has_the_same_bounds():

@@ -1,0 +1,378 @@
+"""Proxy fidelity per unit of cost: which proxy ranks networks most like a long training does.
+
+A fixed set of networks (the five references and networks sampled across 10-300M FLOPs) is
+trained with several proxies of different cost (training images, epochs, resolution) and
+several seeds, and once with a long *target* training scored on the official test split (on
+digits, which has none, on the held-out split). Every (network, proxy, seed) result is written
+to the JSON record as soon as it finishes, keyed by a fingerprint of the recipe, the data subset
+and the training code, so the study resumes after a stop and grows over several runs without
+mixing incompatible results. Two trainings run at once, one thread each, as a search runs its
+trials on a 2-core CPU: the seconds per network are what a search would pay.
+
+    python benchmarks/proxy_budget.py run --dataset digits --out benchmarks/results/proxy_budget_digits.json
+    python benchmarks/proxy_budget.py run --dataset folder --data-dir ../shared/data/cifar10-jpg.tar.gz \\
+        --out benchmarks/results/proxy_budget_cifar.json          # hours: resumable, run it again
+    python benchmarks/proxy_budget.py report --out benchmarks/results/proxy_budget_cifar.json
+    python benchmarks/proxy_budget.py run --dataset digits --smoke --out /tmp/smoke.json
+
+The report gives, per proxy: Kendall tau against the target with a bootstrap 95% interval over
+networks, minus the tau of FLOPs alone (a proxy must add to it); Spearman rho; pairwise accuracy
+on pairs of networks within 1.5x FLOPs of each other; the proxy's own seed-to-seed tau and the
+target's (the ceiling); the GhostNet 1.3x - 0.5x gap with its seed standard deviation; the
+seed standard deviation of top-1 (the noise a search must treat as ties); seconds per network
+and for GhostNet 1.0x. Presets are chosen on the networks of the "choose" half and confirmed
+on the "confirm" half (figures for both). Definitions as in SCIENCE.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import itertools
+import json
+import math
+import os
+import random
+import statistics
+import subprocess
+import sys
+import tarfile
+import tempfile
+import time
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from benchmarks._machine import benchmark_lock, machine  # noqa: E402
+
+REFERENCES = ("ghostnet_050", "ghostnet_100", "ghostnet_130", "mobilenetv3_large_100",
+              "mobilenetv3_small_100")
+N_SAMPLED = 9  # sampled networks, one per log-FLOPs stratum of 10-300M
+NETWORK_SEED = 2026
+# Proxies: data subset (training images, held-out images scored), epochs, resolution. The first
+# is the default run's setting on that data; the others trade cost for signal.
+PROXIES = {
+    "digits": {
+        "d3": {"epochs": 3},
+        "d6": {"epochs": 6},
+        "d10": {"epochs": 10},
+    },
+    "folder": {
+        "5k-e5-r32": {"max_train": 5000, "max_val": 2000, "epochs": 5},
+        "10k-e5-r32": {"max_train": 10000, "max_val": 5000, "epochs": 5},
+        "20k-e5-r32": {"max_train": 20000, "max_val": 5000, "epochs": 5},
+        "10k-e10-r32": {"max_train": 10000, "max_val": 5000, "epochs": 10},
+        "20k-e5-r24": {"max_train": 20000, "max_val": 5000, "epochs": 5, "resolution": 24},
+        "20k-e5-r16": {"max_train": 20000, "max_val": 5000, "epochs": 5, "resolution": 16},
+        "45k-e5-r16": {"max_train": None, "max_val": 5000, "epochs": 5, "resolution": 16},
+        "45k-e3-r32": {"max_train": None, "max_val": 5000, "epochs": 3},
+    },
+}
+# The target: a long training on all training images, scored on the official test split.
+TARGETS = {"digits": {"epochs": 40}, "folder": {"max_train": None, "epochs": 15}}
+SEEDS = (0, 1, 2)
+TARGET_SEEDS = (0, 1)  # the second one on the "choose" half only: the ceiling
+DATA_SEED = 0  # one data subset per proxy for every seed: seeds vary weights and batch order
+
+
+def networks() -> dict[str, dict]:
+    """Name -> architecture dict: the references and the sampled networks (fixed seed)."""
+    from search.startup import StartupPlan
+    from space import create_architecture
+    from space.search_space import default_space
+
+    nets = {n: create_architecture(n).to_dict() for n in REFERENCES}
+    plan = StartupPlan(default_space(), low=10e6, high=300e6, n=N_SAMPLED, seed=NETWORK_SEED)
+    plan.strata.sort()
+    for i in range(N_SAMPLED):
+        arch = plan.next()
+        if arch is not None:
+            nets[f"s{i}"] = arch.to_dict()
+    return nets
+
+
+def halves(names: list[str]) -> dict[str, str]:
+    """Network -> "choose" or "confirm": presets are chosen on one half, confirmed on the
+    other; each half gets references and sampled networks."""
+    return {n: ("choose" if i % 2 == 0 else "confirm") for i, n in enumerate(sorted(names))}
+
+
+def code_version() -> str:
+    """The proxy trainer's identity: its recipe version and the commit it ran at."""
+    from evaluators.proxy import RECIPE_VERSION
+
+    try:
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, text=True,
+                                capture_output=True).stdout.strip()
+    except OSError:
+        commit = ""
+    return f"recipe-{RECIPE_VERSION}@{commit or 'unknown'}"
+
+
+# ---------------------------------------------------------------------------------------------
+# Workers: one training each, one thread
+
+
+_DATA: dict[tuple, object] = {}
+
+
+def _dataset(dataset: str, data_dir: str | None, max_train, max_val):
+    from evaluators.data import default_cache_dir, load_dataset
+
+    key = (dataset, data_dir, max_train, max_val)
+    if key not in _DATA:
+        _DATA.clear()  # one subset in memory per worker
+        _DATA[key] = load_dataset(dataset, data_dir=data_dir, seed=DATA_SEED,
+                                  max_train=max_train, max_val=max_val,
+                                  cache_dir=default_cache_dir())
+    return _DATA[key]
+
+
+def train_one(job: dict) -> dict:
+    """Train one (network, proxy, seed) and return its result (runs in a worker process)."""
+    import dataclasses
+
+    import torch
+
+    from evaluators.cache import data_identity
+    from evaluators.proxy import proxy_config, train_proxy
+    from space import architecture_from_dict
+
+    torch.set_num_threads(1)
+    s = job["settings"]
+    data = _dataset(job["dataset"], job["data_dir"], s.get("max_train"), s.get("max_val"))
+    if job["target"]:  # train on training + held-out images, score on the official test split
+        if data.test_x is not None:
+            data = dataclasses.replace(data.with_val_in_train(), val_x=data.test_x,
+                                       val_y=data.test_y)
+    config = proxy_config(job["dataset"], seed=job["seed"], threads=1, device="cpu",
+                          **{k: v for k, v in s.items() if k not in ("max_train", "max_val")})
+    start = time.perf_counter()
+    result = train_proxy(architecture_from_dict(job["arch"]), data, config)
+    return {"key": job["key"], "network": job["network"], "proxy": job["proxy"],
+            "seed": job["seed"], "status": result.status, "error": result.error,
+            "top1": result.top1, "curve": [e.top1 for e in result.curve],
+            "train_seconds": result.train_seconds, "seconds": time.perf_counter() - start,
+            "n_train": int(data.train_x.shape[0]), "n_eval": int(data.val_x.shape[0]),
+            "data_id": data_identity(data)[:16], "recipe": config.to_dict()}
+
+
+# ---------------------------------------------------------------------------------------------
+# The study
+
+
+def jobs(args, record: dict, nets: dict[str, dict], code: str) -> list[dict]:
+    """Every (network, proxy, seed) the study wants and the record lacks, cheapest kind first:
+    proxies at seed 0, the target at seed 0, further seeds, the target's second seed."""
+    side = halves(list(nets))
+    wanted = []
+    proxies = dict(PROXIES[args.dataset])
+    if args.smoke:
+        proxies = dict(itertools.islice(proxies.items(), 1))
+        proxies = {k: {**v, "epochs": 1} for k, v in proxies.items()}
+    target = {**TARGETS[args.dataset], **({"epochs": 2} if args.smoke else {})}
+    seeds = SEEDS[:1] if args.smoke else SEEDS
+    for seed in seeds:
+        for name, settings in proxies.items():
+            wanted += [(0 if seed == 0 else 2, n, name, settings, seed, False) for n in nets]
+    for seed in (TARGET_SEEDS[:1] if args.smoke else TARGET_SEEDS):
+        wanted += [(1 if seed == 0 else 3, n, "target", target, seed, True) for n in nets
+                   if seed == 0 or side[n] == "choose"]
+    out = []
+    for _, net, proxy, settings, seed, is_target in sorted(wanted, key=lambda w: w[0]):
+        fp = hashlib.sha256(json.dumps([settings, code.split("@")[0], args.dataset, nets[net]],
+                                       sort_keys=True).encode()).hexdigest()[:12]
+        key = f"{net}|{proxy}|{seed}|{fp}"
+        if key in record["results"]:
+            continue
+        out.append({"key": key, "network": net, "proxy": proxy, "seed": seed,
+                    "settings": settings, "target": is_target, "arch": nets[net],
+                    "dataset": args.dataset, "data_dir": args.data_dir})
+    return out
+
+
+def run(args) -> None:
+    out = Path(args.out)
+    record = json.loads(out.read_text()) if out.exists() else {}
+    record.setdefault("results", {})
+    if record.get("dataset", args.dataset) != args.dataset:
+        sys.exit(f"{out} holds a study on {record['dataset']}; pass another --out")
+    nets = networks()
+    from evaluators.flops import count
+    from space import architecture_from_dict
+
+    record.update(dataset=args.dataset, proxies=PROXIES[args.dataset],
+                  target=TARGETS[args.dataset], data_seed=DATA_SEED,
+                  networks={n: {"flops": count(architecture_from_dict(a)).flops,
+                                "half": halves(list(nets))[n], "arch": a}
+                            for n, a in nets.items()})
+    record.setdefault("machines", []).append(machine())
+    code = code_version()
+    record.setdefault("code_versions", [])
+    if code not in record["code_versions"]:
+        record["code_versions"].append(code)
+    todo = jobs(args, record, nets, code)
+    print(f"{len(todo)} trainings to go ({len(record['results'])} in the record); two at a "
+          "time, one thread each", flush=True)
+
+    def save() -> None:
+        tmp = out.with_suffix(".tmp")
+        tmp.write_text(json.dumps(record, indent=1) + "\n")
+        os.replace(tmp, out)
+
+    save()
+    with benchmark_lock(), ProcessPoolExecutor(max_workers=args.workers) as pool:
+        pending = {}
+        queue = list(todo)
+        while queue or pending:
+            while queue and len(pending) < args.workers:
+                job = queue.pop(0)
+                pending[pool.submit(train_one, job)] = job
+            done, _ = wait(pending, return_when=FIRST_COMPLETED)
+            for fut in done:
+                job = pending.pop(fut)
+                res = fut.result()
+                record["results"][job["key"]] = res
+                save()
+                print(f"{res['network']:<24} {res['proxy']:<12} seed {res['seed']}: top1 "
+                      f"{res['top1']:.2f}% in {res['seconds']:.0f} s ({res['status']}); "
+                      f"{len(queue) + len(pending)} to go", flush=True)
+    report(args)
+
+
+# ---------------------------------------------------------------------------------------------
+# Analysis
+
+
+def _tau(a: list[float], b: list[float]) -> float:
+    from scipy.stats import kendalltau
+
+    return float(kendalltau(a, b).statistic) if len(a) >= 3 else math.nan
+
+
+def _boot_tau(a: list[float], b: list[float], n: int = 2000) -> tuple[float, float]:
+    rng = random.Random(0)
+    idx = list(range(len(a)))
+    taus = []
+    for _ in range(n):
+        pick = [rng.choice(idx) for _ in idx]
+        if len({a[i] for i in pick}) > 1 and len({b[i] for i in pick}) > 1:
+            taus.append(_tau([a[i] for i in pick], [b[i] for i in pick]))
+    taus = sorted(t for t in taus if math.isfinite(t))
+    return (taus[int(0.025 * len(taus))], taus[int(0.975 * len(taus)) - 1]) if taus else \
+        (math.nan, math.nan)
+
+
+def _pairwise(nets: list[str], proxy: dict, target: dict, flops: dict) -> float:
+    """Share of network pairs within 1.5x FLOPs that the proxy orders as the target does."""
+    right = total = 0
+    for a, b in itertools.combinations(nets, 2):
+        if max(flops[a], flops[b]) > 1.5 * min(flops[a], flops[b]):
+            continue
+        if target[a] == target[b]:
+            continue
+        total += 1
+        right += (proxy[a] - proxy[b]) * (target[a] - target[b]) > 0
+    return right / total if total else math.nan
+
+
+def analyse(record: dict) -> dict:
+    from scipy.stats import spearmanr
+
+    res = [r for r in record["results"].values() if r["status"] == "finished"]
+    nets_info = record["networks"]
+    flops = {n: v["flops"] for n, v in nets_info.items()}
+    by = {}
+    for r in res:
+        by.setdefault(r["proxy"], {}).setdefault(r["network"], {})[r["seed"]] = r
+    target = {n: statistics.fmean(s["top1"] for s in seeds.values())
+              for n, seeds in by.get("target", {}).items()}
+    out = {}
+    tseeds = by.get("target", {})
+    both = [n for n in tseeds if 0 in tseeds[n] and 1 in tseeds[n]]
+    ceiling = _tau([tseeds[n][0]["top1"] for n in both], [tseeds[n][1]["top1"] for n in both])
+    for proxy, nets in by.items():
+        row = {"networks": len(nets)}
+        for half in ("choose", "confirm", "all"):
+            names = [n for n in nets if n in target and (half == "all"
+                                                         or nets_info[n]["half"] == half)]
+            if len(names) < 3:
+                continue
+            mean = {n: statistics.fmean(s["top1"] for s in nets[n].values()) for n in names}
+            p, t, f = [mean[n] for n in names], [target[n] for n in names], \
+                [flops[n] for n in names]
+            tau = _tau(p, t)
+            row[half] = {"n": len(names), "tau": tau, "tau_ci95": _boot_tau(p, t),
+                         "tau_flops": _tau(f, t), "tau_minus_flops": tau - _tau(f, t),
+                         "spearman": float(spearmanr(p, t).statistic),
+                         "pairwise_within_1.5x": _pairwise(names, mean, target, flops)}
+        seeds = sorted({s for n in nets.values() for s in n})
+        pair_taus = []
+        for s1, s2 in itertools.combinations(seeds, 2):
+            common = [n for n in nets if s1 in nets[n] and s2 in nets[n]]
+            if len(common) >= 3:
+                pair_taus.append(_tau([nets[n][s1]["top1"] for n in common],
+                                      [nets[n][s2]["top1"] for n in common]))
+        row["seed_tau"] = statistics.fmean(pair_taus) if pair_taus else math.nan
+        sds = [statistics.stdev([s["top1"] for s in n.values()]) for n in nets.values()
+               if len(n) >= 2]
+        row["seed_sd_top1"] = statistics.fmean(sds) if sds else math.nan
+        if "ghostnet_050" in nets and "ghostnet_130" in nets:
+            gaps = [nets["ghostnet_130"][s]["top1"] - nets["ghostnet_050"][s]["top1"]
+                    for s in seeds if s in nets["ghostnet_130"] and s in nets["ghostnet_050"]]
+            row["gap_130_050"] = statistics.fmean(gaps) if gaps else math.nan
+            row["gap_130_050_sd"] = statistics.stdev(gaps) if len(gaps) >= 2 else math.nan
+        secs = [s["seconds"] for n in nets.values() for s in n.values()]
+        row["seconds_per_network_median"] = statistics.median(secs)
+        if "ghostnet_100" in nets:
+            row["seconds_ghostnet_100"] = statistics.fmean(
+                s["seconds"] for s in nets["ghostnet_100"].values())
+        out[proxy] = row
+    return {"by_proxy": out, "target_seed_tau": ceiling, "target_both_seeds": len(both)}
+
+
+def report(args) -> None:
+    out = Path(args.out)
+    record = json.loads(out.read_text())
+    record["analysis"] = analyse(record)
+    out.write_text(json.dumps(record, indent=1) + "\n")
+    a = record["analysis"]
+    print(f"target seed-to-seed tau (ceiling): {a['target_seed_tau']:.3f} over "
+          f"{a['target_both_seeds']} networks")
+    for proxy, row in a["by_proxy"].items():
+        al = row.get("all", {})
+        print(f"{proxy:<12} n={row['networks']:>2}  tau {al.get('tau', math.nan):+.3f} "
+              f"[{al.get('tau_ci95', (math.nan,) * 2)[0]:+.2f}, "
+              f"{al.get('tau_ci95', (math.nan,) * 2)[1]:+.2f}]  -FLOPs "
+              f"{al.get('tau_minus_flops', math.nan):+.3f}  pairs "
+              f"{al.get('pairwise_within_1.5x', math.nan):.2f}  seed tau "
+              f"{row['seed_tau']:+.3f}  seed SD {row['seed_sd_top1']:.2f} pt  1.3x-0.5x "
+              f"{row.get('gap_130_050', math.nan):+.2f}±{row.get('gap_130_050_sd', math.nan):.2f}"
+              f"  {row['seconds_per_network_median']:.0f} s/net")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("part", choices=("run", "report"))
+    ap.add_argument("--dataset", choices=("digits", "folder"), default="digits")
+    ap.add_argument("--data-dir", default=None,
+                    help="an image folder, or a .tar.gz of one (extracted to a temp folder)")
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--smoke", action="store_true", help="one proxy, one seed, 1-2 epochs")
+    ap.add_argument("--out", required=True)
+    args = ap.parse_args()
+    if args.data_dir and args.data_dir.endswith(".tar.gz"):
+        dest = Path(tempfile.gettempdir()) / ("ghostnas-" + Path(args.data_dir).name[:-7])
+        if not dest.is_dir():
+            with tarfile.open(args.data_dir) as tar:
+                tar.extractall(dest, filter="data")
+        inner = [p for p in dest.iterdir() if p.is_dir()]
+        args.data_dir = str(inner[0] if len(inner) == 1 and not (dest / "train").is_dir()
+                            else dest)
+    (run if args.part == "run" else report)(args)
+
+
+if __name__ == "__main__":
+    main()
