@@ -11,12 +11,14 @@ import json
 import math
 import os
 import shlex
+from pathlib import Path
 from typing import Any, NamedTuple
 
 import numpy as np
 import pandas as pd
 
 from evaluators.budget import format_flops
+from results.compare import Standing, hypervolume_gain, neighbours, reference_standing
 from results.pareto import (
     History,
     best_under_budget_history,
@@ -26,11 +28,12 @@ from results.pareto import (
     run_budget,
 )
 from results.runfolder import safe_name
-from results.table import RunData, usable
+from results.table import RunData, competing, usable
 
 __all__ = ["AXES", "Axis", "DESIGN_VARIABLES", "PARETO_COLUMNS", "ScatterData", "HistoryData",
-           "DesignData", "Summary", "compute_scatter", "compute_history", "compute_design",
-           "compute_summary", "pareto_table", "export_command"]
+           "DesignData", "Summary", "StandingData", "OverlayRun", "compute_scatter",
+           "compute_history", "compute_design", "compute_summary", "compute_standing",
+           "compute_overlay", "pareto_table", "export_command"]
 
 
 class Axis(NamedTuple):
@@ -83,6 +86,7 @@ class ScatterData(NamedTuple):
     budget: float | None  # in the column's unit (MACs, ms)
     n_failed: int  # failed candidates (not plotted)
     n_unplaced: int  # candidates neither failed nor plotted (cost or top1 missing)
+    gaps: dict[str, float] = {}  # reference name -> best candidate at no more cost - it, points
 
     @property
     def n_placed(self) -> int:
@@ -107,7 +111,67 @@ def compute_scatter(run: RunData, *, x: str = "flops") -> ScatterData:
         budget=run_budget(run.meta, x),
         n_failed=failed,
         n_unplaced=int(len(cand) - failed - ok.sum()),
+        gaps={st.reference: st.gap for st in reference_standing(t, cost=x)},
     )
+
+
+class StandingData(NamedTuple):
+    """Where the hand design stands (:mod:`results.compare`)."""
+
+    flops: list[Standing]  # each reference against the best candidate at no more FLOPs
+    latency: list[Standing]  # the same at no more latency (empty when not measured)
+    neighbours: dict[str, str]  # candidate -> the reference it is a neighbour of
+    hv_gain: float  # HV(candidates + references) / HV(references) on top1/FLOPs (NaN: none)
+
+
+def compute_standing(run: RunData) -> StandingData:
+    t = run.trials
+    near = neighbours(t)
+    ref = reference_point(t, run.meta, x="flops")
+    return StandingData(
+        flops=reference_standing(t, cost="flops", near=near),
+        latency=reference_standing(t, cost="latency_ms", near=near),
+        neighbours=near,
+        hv_gain=hypervolume_gain(t, ref_x=ref[0], ref_y=ref[1]) if ref else math.nan)
+
+
+class OverlayRun(NamedTuple):
+    """One run of a comparison: its label, front, references and headline figures."""
+
+    label: str  # the run folder's name (made unique)
+    path: str
+    settings: str  # sampler, scheduler, seed, dataset
+    front: pd.DataFrame  # its top1/FLOPs Pareto front, by FLOPs
+    references: pd.DataFrame  # its reference models that finished
+    candidates: int
+    hv_gain: float
+    matched: int  # references matched or beaten at no more FLOPs
+    n_references: int
+    candidate_seconds: float  # proxy seconds of its candidates (cached ones at their cost)
+
+
+def compute_overlay(runs: list[RunData]) -> list[OverlayRun]:
+    """Each run's front and figures, for one plot and table comparing several runs."""
+    out, seen = [], set()
+    for run in runs:
+        label = Path(run.path).resolve().name
+        while label in seen:
+            label += "'"
+        seen.add(label)
+        t, meta = run.trials, run.meta
+        standing = compute_standing(run)
+        refs = t[(t["kind"] == "reference") & competing(t, x="flops")]
+        cands = t[t["kind"] == "candidate"]
+        out.append(OverlayRun(
+            label=label, path=str(run.path),
+            settings=", ".join(f"{k} {meta[k]}" for k in ("dataset", "sampler", "scheduler",
+                                                          "seed") if k in meta),
+            front=pareto_front(t, x="flops", y="top1"), references=refs,
+            candidates=len(cands), hv_gain=standing.hv_gain,
+            matched=sum(st.matched for st in standing.flops),
+            n_references=len(standing.flops),
+            candidate_seconds=float(cands["proxy_seconds"].fillna(0).sum())))
+    return out
 
 
 class HistoryData(NamedTuple):

@@ -15,13 +15,13 @@ import numpy as np
 import pandas as pd
 
 from evaluators.budget import format_flops
-from results.report.compute import Axis, DesignData, HistoryData, ScatterData
+from results.report.compute import AXES, Axis, DesignData, HistoryData, OverlayRun, ScatterData
 from results.report.text import number
 
 if TYPE_CHECKING:
     import plotly.graph_objects as go
 
-__all__ = ["TOP1_LABEL", "COLORS", "draw_scatter", "draw_history", "draw_design"]
+__all__ = ["TOP1_LABEL", "COLORS", "draw_scatter", "draw_history", "draw_design", "draw_overlay"]
 
 TOP1_LABEL = "proxy top-1 (%)"
 COLORS = {"candidate": "#4C78A8", "front": "#E45756", "reference": "#2E8B57",
@@ -76,6 +76,38 @@ def _front_trace(front: pd.DataFrame, ax: Axis, *, name: str, color: str) -> go.
         name=name, meta="front", hovertext=_hover(front), hoverinfo="text")
 
 
+def _reference_label(name: str, gaps: dict[str, float]) -> str:
+    """A reference's name and the best candidate's top1 at no more cost minus its own."""
+    gap = gaps.get(name, math.nan)
+    return name if not math.isfinite(gap) else f"{name} ({gap:+.1f})"
+
+
+def draw_overlay(runs: list[OverlayRun]) -> go.Figure:
+    """Several runs' top1/FLOPs fronts on one plot, one colour each; their references hollow
+    in the same colour."""
+    import plotly.express as px
+    import plotly.graph_objects as go
+
+    ax = AXES["flops"]
+    palette = px.colors.qualitative.Plotly
+    fig = go.Figure()
+    for i, run in enumerate(runs):
+        color = palette[i % len(palette)]
+        fig.add_trace(_front_trace(run.front, ax, name=f"{run.label} ({len(run.front)})",
+                                   color=color))
+        if len(run.references):
+            fig.add_trace(go.Scatter(
+                x=_xs(run.references, ax), y=run.references["top1"].to_numpy(np.float64),
+                mode="markers", name=f"{run.label}: references", legendgroup=run.label,
+                marker={"symbol": "diamond-open", "size": 10, "color": color},
+                hovertext=_hover(run.references), hoverinfo="text"))
+    fig.update_layout(template="plotly_white", height=560,
+                      margin={"l": 70, "r": 30, "t": 30, "b": 60},
+                      xaxis_title=ax.label, yaxis_title=TOP1_LABEL, hovermode="closest",
+                      legend={"orientation": "h", "yanchor": "bottom", "y": 1.02, "x": 0})
+    return fig
+
+
 def draw_scatter(data: ScatterData) -> go.Figure:
     """top1 against the cost: candidates, Pareto front (step line), references, budget."""
     import plotly.graph_objects as go
@@ -101,9 +133,9 @@ def draw_scatter(data: ScatterData) -> go.Figure:
         fig.add_trace(go.Scatter(
             x=_xs(data.references, ax), y=data.references["top1"].to_numpy(dtype=np.float64),
             mode="markers+text", name="reference models", meta="references",
-            text=[html.escape(n or t) for n, t in zip(data.references["name"],
-                                                      data.references["trial_id"],
-                                                      strict=True)],
+            text=[html.escape(_reference_label(n or t, data.gaps))
+                  for n, t in zip(data.references["name"], data.references["trial_id"],
+                                  strict=True)],
             textposition=_label_positions(_xs(data.references, ax)),
             textfont={"size": 11, "color": COLORS["reference"]},
             marker={"color": COLORS["reference"], "size": 11, "symbol": "diamond",

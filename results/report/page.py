@@ -8,14 +8,13 @@ page and ``pareto.csv``. Plot divs have stable ids (:data:`PLOT_IDS`) for browse
 
 from __future__ import annotations
 
-import html
 import json
 import os
 import shlex
 from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 import pandas as pd
 
@@ -24,21 +23,27 @@ from results.report.compute import (
     DesignData,
     HistoryData,
     ScatterData,
+    StandingData,
     Summary,
     compute_design,
     compute_history,
     compute_scatter,
+    compute_standing,
     compute_summary,
     pareto_table,
 )
 from results.report.figures import draw_design, draw_history, draw_scatter
+from results.report.html import CSS as _CSS
+from results.report.html import escape as _e
+from results.report.html import figure_html as _figure_html
+from results.report.html import table as _table
 from results.report.text import as_float, number
 from results.runfolder import RunFolder, RunFolderError, check_output_file
 from results.table import RunData, load_run
 from space.io import atomic_write_text
 
 if TYPE_CHECKING:
-    import plotly.graph_objects as go
+    pass
 
 __all__ = ["PLOT_IDS", "CONVENTIONS", "Page", "SECTIONS", "render_html", "write_report"]
 
@@ -56,28 +61,15 @@ CONVENTIONS = {
                 "runs; device and method: {sources}."),
     "pareto": ("Pareto front = the candidates that no other candidate beats on both axes (higher "
                "top1 and lower cost, one of them strictly); exact ties are all kept. Failed trials "
-               "are excluded; early-stopped trials (ASHA) are drawn hollow but do not compete: their "
-               "top1 comes from fewer epochs."),
+               "are excluded; early-stopped trials (stopped by the scheduler) are drawn hollow but "
+               "do not compete: their top1 comes from fewer epochs."),
     "hypervolume": ("hypervolume = the area of the top1/FLOPs plane that the candidates dominate, "
                     "bounded by the reference point (ref FLOPs = {ref_x}, top1 = {ref_y:g} %), "
                     "shown as a share of the box [0, ref FLOPs] × [{ref_y:g} %, 100 %]; points "
                     "beyond the reference point add nothing."),
 }
 
-_CSS = """
-body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; margin: 0 auto;
-       max-width: 1280px; padding: 16px 24px 48px; color: #222; line-height: 1.45; }
-h1 { margin-bottom: 4px; } h2 { margin-top: 36px; border-bottom: 1px solid #ddd; }
-.muted { color: #666; font-size: 0.92em; }
-table { border-collapse: collapse; font-size: 0.9em; }
-th, td { border: 1px solid #ddd; padding: 4px 8px; text-align: left; vertical-align: top; }
-th { background: #f4f4f4; } td.num { text-align: right; font-variant-numeric: tabular-nums; }
-code { font-size: 0.9em; background: #f6f6f6; padding: 1px 4px; border-radius: 3px; }
-.note { background: #fff8e1; border-left: 4px solid #f0b400; padding: 8px 12px; }
-.conventions li { margin-bottom: 4px; }
-.wide { overflow-x: auto; }
-code.cmd { white-space: nowrap; }
-"""
+
 
 _FAILED_SHOWN = 50  # rows of the failed-trials table; the rest are counted, not listed
 
@@ -93,6 +85,7 @@ class Page(NamedTuple):
     history: HistoryData | None
     design: DesignData
     pareto: pd.DataFrame  # pareto_table(run)
+    standing: StandingData
 
     @property
     def latency_sources(self) -> str:
@@ -110,34 +103,11 @@ def _compute_page(run: RunData, generated_at: datetime | None) -> Page:
         history=compute_history(run),
         design=compute_design(run),
         pareto=pareto_table(run),
+        standing=compute_standing(run),
     )
 
 
 # -- HTML pieces --------------------------------------------------------------------------------
-
-
-def _e(value: Any) -> str:
-    return html.escape(str(value))
-
-
-def _table(header: list[str], rows: list[list[str]], *, numeric: set[int] = frozenset(),
-           table_id: str = "") -> str:
-    """An HTML table; cells are already-escaped HTML."""
-    head = "".join(f"<th>{_e(h)}</th>" for h in header)
-    body = "".join(
-        "<tr>" + "".join(f'<td class="num">{c}</td>' if i in numeric else f"<td>{c}</td>"
-                         for i, c in enumerate(row)) + "</tr>" for row in rows)
-    ident = f' id="{table_id}"' if table_id else ""
-    return f"<table{ident}><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
-
-
-def _figure_html(fig: go.Figure, div_id: str) -> str:
-    import plotly.io as pio
-
-    height = fig.layout.height or 450
-    return pio.to_html(fig, full_html=False, include_plotlyjs=False, div_id=div_id,
-                       default_height=f"{height}px",
-                       config={"displaylogo": False, "responsive": True})
 
 
 def _title(run: RunData) -> str:
@@ -303,6 +273,53 @@ def _pareto_rows(table: pd.DataFrame) -> list[list[str]]:
     return rows
 
 
+def _standing_rows(rows: list, near: dict[str, str], unit: str) -> list[list[str]]:
+    scale = 1e6 if unit == "M MACs" else 1.0
+    out = []
+    for st in rows:
+        best = "(none that cheap)" if st.best is None else (
+            f"<code>{_e(st.best)}</code>" + (f" (neighbour of {_e(near[st.best])})"
+                                             if st.best in near else ""))
+        new = "–" if st.best_new is None else f"<code>{_e(st.best_new)}</code> " \
+            f"({number(st.gap_new, '+.2f')})"
+        out.append([_e(st.reference), number(st.ref_top1, ".2f"),
+                    number(st.ref_cost / scale, ".1f"), best, number(st.best_top1, ".2f"),
+                    number(st.best_cost / scale, ".1f"), number(st.gap, "+.2f"), new])
+    return out
+
+
+def standing_section(page: Page) -> str:
+    """Where the hand design stands: each reference against the best candidate at no more
+    FLOPs (and latency), and the hypervolume the search added to the references' front."""
+    st = page.standing
+    out = ['<section id="standing"><h2>Where the hand design stands</h2>']
+    if not st.flops:
+        out.append('<p class="note" id="note-standing">No reference model finished in this run '
+                   "(or --no-references), so there is nothing to compare with.</p></section>")
+        return "".join(out)
+    matched = sum(s.matched for s in st.flops)
+    gain = "n/a" if st.hv_gain != st.hv_gain else f"×{st.hv_gain:.4f}"
+    out.append(f'<p class="muted">For each reference model, the best candidate that finished '
+               "every epoch at no more FLOPs, and its top1 minus the reference's (gap, points of "
+               f"proxy top-1). {matched} of {len(st.flops)} references matched or beaten; the "
+               "last column counts only new designs (not within two edits of a reference). "
+               "Hypervolume of candidates and references together over the references' own "
+               f"(top1/FLOPs, up to the budget): {gain}. One seed's proxy results: a gap "
+               "within the proxy's noise is a tie.</p>")
+    header = ["reference", "top1 %", "{}", "best candidate at no more", "top1 %", "{}",
+              "gap", "best new design (gap)"]
+    for rows, unit, ident in ((st.flops, "M MACs", "standing-flops"),
+                              (st.latency, "ms", "standing-latency")):
+        if rows:
+            head = [h.format(f"FLOPs ({unit})" if unit == "M MACs" else "latency ms")
+                    for h in header]
+            out.append('<div class="wide">' + _table(
+                head, _standing_rows(rows, st.neighbours, unit), numeric={1, 2, 4, 5, 6},
+                table_id=ident) + "</div>")
+    out.append("</section>")
+    return "".join(out)
+
+
 def pareto_section(page: Page) -> str:
     """The Pareto architectures, with the command that exports each."""
     table = page.pareto
@@ -342,8 +359,8 @@ def failures_section(page: Page) -> str:
 
 Section = Callable[[Page], str]
 SECTIONS: tuple[Section, ...] = (header_section, conventions_section, flops_section,
-                                 latency_section, progress_section, design_section,
-                                 pareto_section, failures_section)
+                                 standing_section, latency_section, progress_section,
+                                 design_section, pareto_section, failures_section)
 
 
 # -- the file -----------------------------------------------------------------------------------

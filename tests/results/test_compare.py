@@ -84,3 +84,32 @@ def test_hypervolume_gain_is_the_union_over_the_references_alone(trials):
     assert hypervolume_gain(trials, ref_x=300e6) == pytest.approx(expected)
     assert hypervolume_gain(trials, ref_x=300e6) > 1.0
     assert math.isnan(hypervolume_gain(trials[trials["kind"] == "candidate"], ref_x=300e6))
+
+
+def test_the_report_shows_where_the_hand_design_stands(trials, tmp_path):
+    from results.report import compute_standing, render_html
+    from results.table import RunData
+
+    run = RunData(meta={"budget_flops": 300_000_000}, trials=trials,
+                  curves=load_run(tmp_path / "run").curves, path=tmp_path / "run")
+    st = compute_standing(run)
+    assert [s.reference for s in st.flops] == ["ghostnet_050", "ghostnet_100"]
+    assert st.neighbours == {"c0002": "ghostnet_100"} and st.hv_gain > 1.0
+    page = render_html(run)
+    assert 'id="standing-flops"' in page and "neighbour of ghostnet_100" in page
+    assert "2 of 2 references matched or beaten" in page
+
+
+def test_several_runs_are_overlaid_one_front_each(trials, tmp_path):
+    import shutil
+
+    from results.report import compute_overlay, render_comparison
+
+    shutil.copytree(tmp_path / "run", tmp_path / "other")
+    runs = [load_run(tmp_path / "run"), load_run(tmp_path / "other")]
+    overlay = compute_overlay(runs)
+    assert [r.label for r in overlay] == ["run", "other"]
+    assert all(list(r.front["trial_id"]) == ["c0001", "c0002"] for r in overlay)
+    assert overlay[0].matched == 2 and overlay[0].n_references == 2
+    page = render_comparison(runs)
+    assert 'id="plot-overlay"' in page and page.count("<tr>") == 3  # header and two runs

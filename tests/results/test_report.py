@@ -56,7 +56,11 @@ def test_scatter_data(run_dir):
     by_meta = {t.meta: t for t in fig.data}
     assert len(by_meta["candidates"].x) == len(d.finished)
     assert by_meta["front"].line.shape == "hv"
-    assert list(by_meta["references"].text) == list(REFERENCES)
+    labels = list(by_meta["references"].text)
+    assert [label.split(" ")[0] for label in labels] == list(REFERENCES)
+    for name, label in zip(REFERENCES, labels, strict=True):  # the gap at no more FLOPs
+        gap = d.gaps[name]
+        assert label == (f"{name} ({gap:+.1f})" if gap == gap else name)
     assert "c0" in by_meta["candidates"].hovertext[0] and "M MACs" in by_meta["candidates"].hovertext[0]
     assert fig.layout.shapes[0].x0 == pytest.approx(300.0)  # budget line, in M MACs
     with pytest.raises(ValueError, match="x"):

@@ -149,3 +149,13 @@ def test_export_never_replaces_a_file_of_the_run_by_another_name(run_dir, tmp_pa
     assert main(["export", str(run_dir), "--best", "--out", str(link), "--force"]) == 2
     assert "would replace a file of the run itself" in capsys.readouterr().err
     assert (run_dir / "run.json").read_bytes() == before
+
+
+def test_several_run_folders_make_one_comparison_page(run_dir, tmp_path, capsys):
+    one_line_error(capsys, ["report", str(run_dir), str(run_dir)], "pass --out FILE")
+    out = tmp_path / "compare.html"
+    assert main(["report", str(run_dir), str(run_dir), "--out", str(out)]) == 0
+    page = out.read_text()
+    assert 'id="plot-overlay"' in page and "2 runs compared" in page
+    one_line_error(capsys, ["report", str(run_dir), str(tmp_path / "nope"), "--out",
+                            str(tmp_path / "c2.html")], "does not exist")
