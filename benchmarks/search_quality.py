@@ -32,6 +32,7 @@ import random
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -52,6 +53,9 @@ SETTINGS = {
 
 def run_once(args, seed: int, name: str, extra: list[str], runs: Path) -> dict:
     out = runs / f"{name}-seed{seed}"
+    if (out / "run.json").exists() and (out / "report.html").exists():  # done before a stop
+        return {"run": str(out), "wall_seconds": None, **measure(
+            out, budget=load_run(out).meta["budget_flops"]), **_keep_tables(args, out)}
     cmd = [sys.executable, "-m", "search", "run", "--budget", args.budget, "--seed", str(seed),
            "--trials", str(args.trials), "--no-latency", "--eval-cache", str(runs / "cache"),
            "--out", str(out), *args.data, *extra]
@@ -62,7 +66,19 @@ def run_once(args, seed: int, name: str, extra: list[str], runs: Path) -> dict:
     if proc.returncode != 0:
         sys.exit(f"{name} seed {seed} failed (exit {proc.returncode}):\n{proc.stderr[-2000:]}")
     return {"run": str(out), "wall_seconds": wall, **measure(out, budget=load_run(out).meta[
-        "budget_flops"])}
+        "budget_flops"]), **_keep_tables(args, out)}
+
+
+def _keep_tables(args, folder: Path) -> dict:
+    """Copy a run's small files (run.json, trials.csv, curves.csv) beside the record, so the
+    record's figures can be recomputed from the repository; the whole folder stays in --runs."""
+    import shutil
+
+    keep = Path(args.out).with_suffix("").parent / (Path(args.out).stem + "-runs") / folder.name
+    keep.mkdir(parents=True, exist_ok=True)
+    for name in ("run.json", "trials.csv", "curves.csv"):
+        shutil.copyfile(folder / name, keep / name)
+    return {"tables": str(keep.relative_to(ROOT)) if keep.is_relative_to(ROOT) else str(keep)}
 
 
 def measure(folder: Path, *, budget: float) -> dict:
@@ -195,7 +211,9 @@ def main() -> None:
     ap.add_argument("--data-dir", default=None)
     ap.add_argument("--max-train", type=int, default=None)
     ap.add_argument("--max-val", type=int, default=None)
-    ap.add_argument("--runs", default=None, help="where run folders go (default: beside --out)")
+    ap.add_argument("--runs", default=None,
+                    help="where run folders go (default: a folder in the temp directory); their "
+                         "tables are copied beside --out")
     ap.add_argument("--smoke", action="store_true", help="1 seed, 3 trials: checks the script")
     ap.add_argument("--out", required=True, help="the JSON record (resumed if it exists)")
     args = ap.parse_args()
@@ -209,7 +227,7 @@ def main() -> None:
         if getattr(args, flag) is not None:
             args.data += ["--" + flag.replace("_", "-"), str(getattr(args, flag))]
     out = Path(args.out)
-    runs = Path(args.runs) if args.runs else out.with_suffix("") .parent / (out.stem + "-runs")
+    runs = Path(args.runs) if args.runs else Path(tempfile.gettempdir()) / f"ghostnas-{out.stem}"
     runs.mkdir(parents=True, exist_ok=True)
     record = json.loads(out.read_text()) if out.exists() else {}
     key = {"budget": args.budget, "trials": args.trials, "data": args.data}

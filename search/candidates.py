@@ -9,6 +9,10 @@ This is the part of the search that Ray never sees. Each proposal goes through
 * the same network as one already trained or in flight (key: ``Architecture.canonical()``):
   told the known result (or told when the first copy finishes) and never trained twice.
 
+Every method that writes the study runs with Ctrl-C deferred to its end
+(:func:`interrupts_deferred`): Optuna's journal lock, interrupted half-way, replaces the
+KeyboardInterrupt with an error of its own and can leave the journal locked.
+
 Ray's ``OptunaSearch`` cannot do either (its ``constraints_func`` only runs after a trial has
 finished, and with several objectives it swallows a failing ``tell``), so GhostNAS drives the
 study with ask/tell itself.
@@ -16,10 +20,14 @@ study with ask/tell itself.
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import math
 import random
+import signal
+import threading
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -61,6 +69,32 @@ def make_sampler(name: str, *, seed: int, n_trials: int,
     if name == "random":
         return optuna.samplers.RandomSampler(seed=seed)
     raise ValueError(f"sampler: got {name!r}, expected one of {', '.join(SAMPLERS)}")
+
+
+@contextlib.contextmanager
+def interrupts_deferred() -> Iterator[None]:
+    """Hold a Ctrl-C (SIGINT) that arrives inside the block, and raise it as KeyboardInterrupt
+    once the block is done (only in the main thread, where Python runs signal handlers)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    caught: list[int] = []
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: caught.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if caught:
+        raise KeyboardInterrupt
+
+
+def _study_write(method: Callable) -> Callable:
+    """A CandidateSource method that writes the study, run with Ctrl-C deferred."""
+    @functools.wraps(method)
+    def wrapper(*args, **kwargs):
+        with interrupts_deferred():
+            return method(*args, **kwargs)
+    return wrapper
 
 
 @dataclass(frozen=True)
@@ -117,6 +151,7 @@ class CandidateSource:
 
     # -- warm start ---------------------------------------------------------------------------
 
+    @_study_write
     def warm_start(self, arch: Architecture, *, name: str, top1: float, flops: int,
                    latency_ms: float | None = None) -> bool:
         """Tell the study a reference model's result as a completed trial of the space
@@ -138,6 +173,7 @@ class CandidateSource:
         if key not in self._known:
             self._inflight.setdefault(key, -1)
 
+    @_study_write
     def remember(self, arch: Architecture, *, top1: float | None, flops: int,
                  latency_ms: float | None = None) -> None:
         """Record a result obtained outside the sampler: a reference model, or a trial of an
@@ -151,6 +187,7 @@ class CandidateSource:
         for twin in self._parked.pop(key, []):
             self._tell(twin, known)
 
+    @_study_write
     def abandon_running(self, reason: str,
                         recorded: dict[int, tuple[float | None, int, float | None]] | None = None
                         ) -> int:
@@ -179,6 +216,7 @@ class CandidateSource:
 
     # -- proposing ----------------------------------------------------------------------------
 
+    @_study_write
     def next(self) -> Candidate | None:
         """The next candidate to train, or None when the space under budget is exhausted."""
         for _ in range(self.max_skips):
@@ -254,6 +292,7 @@ class CandidateSource:
 
     # -- outcomes -----------------------------------------------------------------------------
 
+    @_study_write
     def complete(self, number: int, *, top1: float, latency_ms: float | None = None) -> None:
         """Tell the study a trained candidate's result (and its parked duplicates)."""
         trial, cand = self._live.pop(number)
@@ -262,6 +301,7 @@ class CandidateSource:
                        self._constraints(cand.flops, latency))
         self._settle(trial, cand, known)
 
+    @_study_write
     def fail(self, number: int, reason: str) -> None:
         trial, cand = self._live.pop(number)
         trial.set_user_attr("ghostnas_error", reason[:500])

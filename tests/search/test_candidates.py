@@ -126,3 +126,18 @@ def test_a_result_written_to_the_table_but_not_told_is_told_on_resume():
     assert study.trials[failed.number].state == optuna.trial.TrialState.FAIL
     assert "ghostnas_note" not in told.user_attrs
     assert resumed.next().arch == running.arch
+
+
+def test_a_ctrl_c_inside_a_study_write_is_raised_after_it():
+    import os
+    import signal
+
+    from search.candidates import interrupts_deferred
+
+    done = []
+    with pytest.raises(KeyboardInterrupt):
+        with interrupts_deferred():
+            os.kill(os.getpid(), signal.SIGINT)  # as a terminal's Ctrl-C would
+            done.append("the write finished")
+    assert done == ["the write finished"]
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # restored
