@@ -8,7 +8,9 @@ import torch
 
 from space.checks import UserError
 
-__all__ = ["DeviceError", "available_cpus", "resolve_device"]
+__all__ = ["DeviceError", "available_cpus", "loader_workers", "resolve_device"]
+
+_MAX_LOADER_WORKERS = 8  # decoding processes per trainer; more mostly contend for the disk
 
 
 class DeviceError(UserError):
@@ -22,6 +24,13 @@ def available_cpus() -> int:
         return len(os.sched_getaffinity(0))
     except AttributeError:  # not Linux
         return os.cpu_count() or 1
+
+
+def loader_workers(*, trainers: int = 1) -> int:
+    """DataLoader processes for each of ``trainers`` training processes on this machine: the
+    CPUs left after the trainers, shared among them, at least one and at most eight."""
+    spare = available_cpus() - trainers
+    return max(1, min(_MAX_LOADER_WORKERS, spare // max(1, trainers)))
 
 
 def resolve_device(device: str) -> torch.device:

@@ -13,7 +13,9 @@ the two trainers (and later a CUDA-graph step, a data-parallel run or a streamin
   (:class:`LossWatch`), so there is no host-device synchronisation per step where one costs;
 - :func:`score` recomputes BatchNorm statistics with the current weights ("precise BN"), then
   evaluates; running averages lag the weights while the learning rate is high, which makes
-  early-epoch figures (what early stopping acts on) mostly noise.
+  early-epoch figures (what early stopping acts on) mostly noise;
+- :class:`WeightEMA` keeps an exponential moving average of the weights, updated after every
+  step, for recipes that evaluate and keep the averaged network.
 
 Mixed precision is CUDA-only: bf16 autocast on a CPU without native bf16 is many times slower
 than fp32 (:func:`amp_dtype` refuses it).
@@ -22,6 +24,7 @@ than fp32 (:func:`amp_dtype` refuses it).
 from __future__ import annotations
 
 import contextlib
+import copy
 import dataclasses
 import math
 import time
@@ -34,13 +37,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from evaluators.batches import BatchSource
-from evaluators.transforms import Normalizer, resize_images
+from evaluators.transforms import CROP_MODES, Normalizer, resize_images
 from space.checks import UserError, check_float, check_int, shown
 
-__all__ = ["AMP_CHOICES", "ConfigError", "EpochStats", "LossWatch", "TrainStep", "amp_dtype",
-           "autocast", "batchnorms", "build_model", "check_settings", "evaluate",
+__all__ = ["AMP_CHOICES", "ConfigError", "EpochStats", "LossWatch", "TrainStep", "WeightEMA",
+           "amp_dtype", "autocast", "batchnorms", "build_model", "check_settings", "evaluate",
            "grad_scaler", "isolated", "lr_factor", "param_groups", "recalibrate_bn",
-           "score", "seed_generator", "sgd", "train_epoch", "warmup_cosine"]
+           "score", "seed_generator", "sgd", "top1_counts", "train_epoch", "warmup_cosine"]
 
 AMP_CHOICES = ("auto", "off", "bf16", "fp16")
 
@@ -52,12 +55,14 @@ class ConfigError(UserError):
 # The rule of every training setting, shared by ProxyConfig and TrainConfig so that a field
 # the two have in common is checked (and worded) once.
 _INTS = {"epochs": 1, "batch_size": 2, "resolution": 8, "eval_batch_size": 1, "seed": 0,
-         "bn_recalibrate": 0, "warmup_epochs": 0, "threads": 1}  # name -> minimum
+         "bn_recalibrate": 0, "warmup_epochs": 0, "threads": 1, "workers": 1,
+         "ref_batch": 1}  # name -> minimum
 _NUMBERS = {  # name -> (low, high, low allowed)
     "lr": (0.0, None, False), "momentum": (0.0, 1.0, True), "weight_decay": (0.0, None, True),
     "label_smoothing": (0.0, 1.0, True), "warmup_fraction": (0.0, 1.0, True),
-    "crop_padding": (0.0, 0.5, True), "bn_momentum": (0.0, 1.0, False)}
-_FLAGS = ("augment", "flip", "channels_last", "nesterov")
+    "crop_padding": (0.0, 0.5, True), "bn_momentum": (0.0, 1.0, False),
+    "ref_lr": (0.0, None, False), "ema_decay": (0.0, 1.0, False)}
+_FLAGS = ("augment", "flip", "channels_last", "nesterov", "sync_bn")
 
 
 def check_settings(config: Any, *, optional: tuple[str, ...] = ()) -> None:
@@ -78,6 +83,12 @@ def check_settings(config: Any, *, optional: tuple[str, ...] = ()) -> None:
         elif name in _FLAGS:
             if not isinstance(value, bool):
                 raise ConfigError(f"{name}: got {shown(value)}, expected true or false")
+        elif name == "crop":
+            if value not in CROP_MODES:
+                raise ConfigError(f"crop: got {value!r}, expected one of {', '.join(CROP_MODES)}")
+        elif name == "recipe":  # which names exist is the recipe table's question
+            if not isinstance(value, str) or not value:
+                raise ConfigError(f"recipe: got {shown(value)}, expected a recipe's name")
         elif name == "amp":
             if value not in AMP_CHOICES:
                 raise ConfigError(f"amp: got {value!r}, expected one of {', '.join(AMP_CHOICES)}")
@@ -217,9 +228,16 @@ class TrainStep:
 
     def __init__(self, model: nn.Module, opt: torch.optim.Optimizer,
                  schedule: torch.optim.lr_scheduler.LRScheduler, *, amp: torch.dtype | None,
-                 label_smoothing: float, scaler: torch.amp.GradScaler | None = None) -> None:
+                 label_smoothing: float, scaler: torch.amp.GradScaler | None = None,
+                 ema: WeightEMA | None = None,
+                 reduce_loss: Callable[[torch.Tensor], torch.Tensor] | None = None) -> None:
+        """``ema`` is updated from ``ema_source`` (``model`` unwrapped) after every step;
+        ``reduce_loss`` turns the step's loss into the one returned (data-parallel training
+        averages it over the workers, so that all of them stop at the same non-finite one)."""
         self.model, self.opt, self.schedule = model, opt, schedule
         self.amp, self.label_smoothing, self.scaler = amp, label_smoothing, scaler
+        self.ema, self.reduce_loss = ema, reduce_loss
+        self.ema_source = getattr(model, "module", model)  # DistributedDataParallel's module
         self.device = next(model.parameters()).device
         self.lr = opt.param_groups[0]["lr"]  # the rate of the last step taken
 
@@ -236,7 +254,10 @@ class TrainStep:
             self.opt.step()
         self.lr = self.opt.param_groups[0]["lr"]
         self.schedule.step()
-        return loss.detach().float()
+        if self.ema is not None:
+            self.ema.update(self.ema_source)
+        loss = loss.detach().float()
+        return loss if self.reduce_loss is None else self.reduce_loss(loss)
 
 
 class LossWatch:
@@ -330,6 +351,27 @@ def recalibrate_bn(model: nn.Module, batches: Iterable[torch.Tensor]) -> None:
 
 
 @torch.inference_mode()
+def top1_counts(model: nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Tensor]], *,
+                amp: torch.dtype | None = None) -> tuple[torch.Tensor, int, torch.Tensor]:
+    """(correct predictions, images, all outputs finite) of ``model`` in eval mode over
+    ``batches`` of model inputs and labels; the counts stay on the device (a data-parallel run
+    sums them over its workers). The model's train/eval mode is restored afterwards."""
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    correct = torch.zeros((), dtype=torch.int64, device=device)
+    finite = torch.ones((), dtype=torch.bool, device=device)
+    images = 0
+    for xb, yb in batches:
+        with autocast(device, amp):
+            logits = model(xb)  # (B, num_classes)
+        correct += (logits.argmax(1) == yb).sum()
+        finite &= torch.isfinite(logits).all()
+        images += len(yb)
+    model.train(was_training)
+    return correct, images, finite
+
+
 def evaluate(model: nn.Module, x_uint8: torch.Tensor, y: torch.Tensor, *, resolution: int,
              batch_size: int = 512, channels_last: bool = True,
              amp: torch.dtype | None = None) -> float:
@@ -341,20 +383,15 @@ def evaluate(model: nn.Module, x_uint8: torch.Tensor, y: torch.Tensor, *, resolu
         raise ValueError(f"evaluate: got {len(x_uint8)} images and {len(y)} labels")
     device = next(model.parameters()).device
     norm = Normalizer(device)
-    was_training = model.training
-    model.eval()
-    correct = torch.zeros((), dtype=torch.int64, device=device)
-    finite = torch.ones((), dtype=torch.bool, device=device)
-    for i in range(0, len(x_uint8), batch_size):
-        xb = x_uint8[i:i + batch_size].to(device, non_blocking=True)
-        yb = y[i:i + batch_size].to(device, non_blocking=True)
-        xb = norm(resize_images(xb, resolution), channels_last=channels_last)
-        with autocast(device, amp):
-            logits = model(xb)  # (B, num_classes)
-        correct += (logits.argmax(1) == yb).sum()
-        finite &= torch.isfinite(logits).all()
-    model.train(was_training)
-    return 100.0 * correct.item() / len(x_uint8) if bool(finite) else math.nan
+
+    def batches() -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        for i in range(0, len(x_uint8), batch_size):
+            xb = x_uint8[i:i + batch_size].to(device, non_blocking=True)
+            yield (norm(resize_images(xb, resolution), channels_last=channels_last),
+                   y[i:i + batch_size].to(device, non_blocking=True))
+
+    correct, images, finite = top1_counts(model, batches(), amp=amp)
+    return 100.0 * correct.item() / images if bool(finite) else math.nan
 
 
 def score(model: nn.Module, batches: BatchSource, x_uint8: torch.Tensor, y: torch.Tensor, *,
@@ -369,3 +406,43 @@ def score(model: nn.Module, batches: BatchSource, x_uint8: torch.Tensor, y: torc
                     channels_last=channels_last, amp=amp)
     model.train()
     return top1
+
+
+# ---------------------------------------------------------------------------------------------
+# Weight averaging
+
+
+class WeightEMA:
+    """An exponential moving average of a model's weights and buffers, in a copy of the model.
+
+    After update n the average moves towards the weights by ``1 - d`` with
+    ``d = min(decay, (1 + n) / (10 + n))``: the number-of-updates warm-up of TensorFlow's
+    ``ExponentialMovingAverage``, so that early averages are not dominated by the random
+    initial weights (at decay 0.9999 those would weigh in for tens of thousands of steps).
+    Integer buffers (BatchNorm's batch counters) are copied.
+    """
+
+    def __init__(self, model: nn.Module, decay: float) -> None:
+        self.decay = decay
+        self.updates = 0
+        self.model = copy.deepcopy(model).eval()
+        for p in self.model.parameters():
+            p.requires_grad_(False)
+
+    @torch.no_grad()
+    def update(self, model: nn.Module) -> None:
+        self.updates += 1
+        d = min(self.decay, (1 + self.updates) / (10 + self.updates))
+        mine, theirs = self.model.state_dict(), model.state_dict()
+        floats = [k for k, v in mine.items() if v.is_floating_point()]
+        torch._foreach_lerp_([mine[k] for k in floats], [theirs[k] for k in floats], 1.0 - d)
+        for k, v in mine.items():
+            if not v.is_floating_point():
+                v.copy_(theirs[k])
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"weights": self.model.state_dict(), "updates": self.updates}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.model.load_state_dict(state["weights"])
+        self.updates = int(state["updates"])

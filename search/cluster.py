@@ -32,14 +32,15 @@ __all__ = ["ray_address", "address_option", "check_reachable", "init_ray", "this
 RAY_SINGLE_MACHINE_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
 
 
-def ray_address(settings: RunSettings) -> str | None:
-    """The Ray cluster to join (``--address``, else ``$RAY_ADDRESS``), or None for a private one."""
-    return settings.address or os.environ.get("RAY_ADDRESS") or None
+def ray_address(given: str | None) -> str | None:
+    """The Ray cluster to join (``--address`` as ``given``, else ``$RAY_ADDRESS``), or None for
+    a private one."""
+    return given or os.environ.get("RAY_ADDRESS") or None
 
 
-def address_option(settings: RunSettings) -> str:
-    """Where the address came from, for error messages."""
-    return "--address" if settings.address else "$RAY_ADDRESS"
+def address_option(given: str | None) -> str:
+    """Where the address came from (``--address`` as ``given``), for error messages."""
+    return "--address" if given else "$RAY_ADDRESS"
 
 
 def check_reachable(address: str, *, option: str = "--address") -> None:
@@ -111,13 +112,14 @@ def _discover_ray_address(option: str) -> str | None:
     return found if isinstance(found, str) and found != "auto" else None
 
 
-def init_ray(settings: RunSettings) -> None:
-    """Join the cluster at ``--address``, or start a private one on this machine."""
+def init_ray(given: str | None) -> None:
+    """Join the cluster at ``--address`` (``given``, else ``$RAY_ADDRESS``), or start a private
+    one on this machine."""
     # Ray reads these when it is imported.
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # the old reporter is silent at verbose=0
     os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")  # rows are ours to write
     os.environ.setdefault("RAY_DEDUP_LOGS", "0")
-    address = ray_address(settings)
+    address = ray_address(given)
     if address is None:
         os.environ[RAY_SINGLE_MACHINE_ENV] = "0"  # a private cluster on loopback (see below)
     import ray
@@ -130,7 +132,7 @@ def init_ray(settings: RunSettings) -> None:
         try:
             ray.init(address=address, **common)
         except (ConnectionError, RuntimeError, ValueError, ray.exceptions.RayError) as exc:
-            raise _join_error(address, address_option(settings), exc) from None
+            raise _join_error(address, address_option(given), exc) from None
         return
     # A private, local cluster: every Ray server on loopback (RAY_SINGLE_MACHINE_ENV, set
     # above before Ray is imported), and no dashboard.

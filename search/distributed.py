@@ -22,7 +22,6 @@ import sys
 import threading
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -48,13 +47,6 @@ RAY_FOLDER = "ray"  # Ray Train's files, inside --out
 _POLL_SECONDS = 0.2  # how often the driver looks at the queue (and for Ctrl-C)
 
 
-@dataclass(frozen=True)
-class _Where:
-    """The one setting :func:`search.cluster.init_ray` reads: the cluster to join."""
-
-    address: str | None
-
-
 def train_on_ray(arch: Any, data: ImageData | FolderFiles, config: TrainConfig, *,
                  out_dir: str | os.PathLike, resume: bool,
                  progress: Callable[[TrainProgress], None] | None,
@@ -71,7 +63,7 @@ def train_on_ray(arch: Any, data: ImageData | FolderFiles, config: TrainConfig, 
     # a private cluster started here is stopped here; Ray is imported only after init_ray set
     # the environment it reads on import
     ours = "ray" not in sys.modules or not sys.modules["ray"].is_initialized()
-    init_ray(_Where(address))
+    init_ray(address)
     import ray
     from ray.util.queue import Empty, Queue
 

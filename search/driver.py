@@ -313,7 +313,7 @@ class SearchDriver:
         """Run the trials with Ray Tune on ``data`` until none is left to dispatch; returns True
         if Ctrl-C interrupted them."""
         settings = self.settings
-        init_ray(settings)
+        init_ray(settings.address)
         import ray
         from ray import tune
 
@@ -397,12 +397,12 @@ def run_search(settings: RunSettings, out_dir: str | os.PathLike, *,
     """
     settings, space, flops = _checked_settings(settings)
     folder, resumed = _open_folder(settings, out_dir)
-    address = ray_address(settings)
+    address = ray_address(settings.address)
     if address is not None:
-        check_reachable(address, option=address_option(settings))
+        check_reachable(address, option=address_option(settings.address))
     predict_latency, latency_source = latency_predictor(settings)
     if address is not None:  # join the cluster before anything is written
-        init_ray(settings)
+        init_ray(settings.address)
         check_fits(settings, cluster_nodes(), where=f"the Ray cluster at {address}", log=log)
     else:
         check_fits(settings, [this_machine()], where="this machine", log=log)

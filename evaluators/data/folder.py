@@ -14,13 +14,13 @@ import numpy as np
 
 from evaluators.data.folder_cache import cache_entry, read_entry, write_entry
 from evaluators.data.image_data import DataError
-from evaluators.data.source import Source, not_an_archive, one_line
+from evaluators.data.images import decode_square
+from evaluators.data.source import Source, not_an_archive
 
-__all__ = ["DEFAULT_FOLDER_SIZE", "IMAGE_SUFFIXES", "read_folder"]
+__all__ = ["DEFAULT_FOLDER_SIZE", "IMAGE_SUFFIXES", "FolderScan", "read_folder", "scan_folder"]
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
 DEFAULT_FOLDER_SIZE = 32  # side that folder images are resized to unless image_size is given
-_EXIF_ORIENTATION = 0x0112  # the EXIF tag; 1 = stored as displayed
 
 
 @dataclass
@@ -79,31 +79,6 @@ def _scan_split(root: Path, split_dir: Path, classes: tuple[str, ...] | None) ->
     return _FolderSplit(files, np.asarray(labels, np.int64), stats), classes
 
 
-def _decode(path: str, size: int) -> np.ndarray:
-    """One image file -> (3, size, size) uint8, as it is displayed (EXIF orientation applied:
-    phone photos are stored sideways); grayscale and palette images become RGB."""
-    from PIL import Image, ImageOps
-
-    try:
-        with Image.open(path) as im:
-            if im.getexif().get(_EXIF_ORIENTATION, 1) != 1:
-                im = ImageOps.exif_transpose(im)
-            if im.mode == "I" or im.mode.startswith("I;16"):  # 16-bit grayscale PNG
-                # convert() would clip 0..65535 to 0..255 (nearly all white): scale to 8 bits.
-                # 16-bit RGB(A) opens as RGB(A) already, PIL keeping each sample's high byte.
-                gray = np.asarray(im, dtype=np.float64)
-                im = Image.fromarray(np.clip(np.round(gray / 257), 0, 255).astype(np.uint8), "L")
-            im = im.convert("RGB")
-            if im.size != (size, size):
-                im = im.resize((size, size), Image.Resampling.BILINEAR)  # antialiased by PIL
-            return np.asarray(im, dtype=np.uint8).transpose(2, 0, 1)  # (H, W, 3) -> (3, H, W)
-    except OSError as exc:  # PIL's UnidentifiedImageError and truncated files are OSErrors
-        raise DataError(f"folder: cannot read image {path}: {one_line(exc)}") from None
-    except Image.DecompressionBombError as exc:  # header over 2x Image.MAX_IMAGE_PIXELS
-        raise DataError(f"folder: cannot read image {path}: it is too large to decode "
-                        f"({one_line(exc)})") from None
-
-
 class _Counter:
     """Images decoded so far out of ``total``, told to ``progress`` after each."""
 
@@ -116,18 +91,28 @@ class _Counter:
             self.progress(self.done, self.total)
 
 
-def _decode_all(files: list[str], size: int, counter: _Counter | None = None) -> np.ndarray:
+def _decode_all(files: list[str], size: int, fit: str,
+                counter: _Counter | None = None) -> np.ndarray:
     out = np.empty((len(files), 3, size, size), np.uint8)
     for i, path in enumerate(files):
-        out[i] = _decode(path, size)
+        out[i] = decode_square(path, size, fit=fit)
         if counter is not None:
             counter.tick()
     return out
 
 
-def read_folder(data_dir: str | os.PathLike | None, size: int,
-                cache_dir: str | os.PathLike | None,
-                progress: Callable[[int, int], None] | None = None) -> Source:
+@dataclass
+class FolderScan:
+    """A folder's image files, labels and classes, before anything is decoded."""
+
+    root: Path
+    train: _FolderSplit
+    test: _FolderSplit | None  # the official test split (test/ or val/), if there is one
+    classes: tuple[str, ...]
+
+
+def scan_folder(data_dir: str | os.PathLike | None) -> FolderScan:
+    """Find the classes and image files of a folder data set (see the module docstring)."""
     if data_dir is None:
         raise DataError("folder: needs a data folder (--data-dir DIR) of class sub-folders of "
                         "images, e.g. DIR/cat/0001.png and DIR/dog/0001.png")
@@ -146,26 +131,37 @@ def read_folder(data_dir: str | os.PathLike | None, size: int,
     test = _scan_split(root, test_root, classes)[0] if test_root is not None else None
     if test is not None and not test.files:
         raise DataError(f"folder: {test_root} has no images in class sub-folders")
+    return FolderScan(root, train, test, classes)
 
-    cached = _cached_arrays(root, size, train, test, cache_dir, progress)
+
+def read_folder(data_dir: str | os.PathLike | None, size: int,
+                cache_dir: str | os.PathLike | None,
+                progress: Callable[[int, int], None] | None = None, *,
+                fit: str = "squash") -> Source:
+    """The folder's images decoded to ``size`` x ``size`` (``fit``: see
+    :func:`~evaluators.data.images.decode_square`), through the decode cache if given."""
+    scan = scan_folder(data_dir)
+    root, train, test, classes = scan.root, scan.train, scan.test, scan.classes
+    cached = _cached_arrays(root, size, fit, train, test, cache_dir, progress)
     if cached is not None:
         train_all, test_x = cached
 
         def train_images(idx: np.ndarray) -> np.ndarray:
             return train_all[idx]
     else:  # decode only the files that the split and subsets select
-        test_x = _decode_all(test.files, size, _Counter(len(test.files), progress)) \
+        test_x = _decode_all(test.files, size, fit, _Counter(len(test.files), progress)) \
             if test is not None else None
 
         def train_images(idx: np.ndarray) -> np.ndarray:
-            return _decode_all([train.files[i] for i in idx], size,
+            return _decode_all([train.files[i] for i in idx], size, fit,
                                _Counter(len(idx), progress))
 
     return Source(train_y=train.labels, train_images=train_images, test_x=test_x,
                   test_y=None if test is None else test.labels, classes=classes)
 
 
-def _cached_arrays(root: Path, size: int, train: _FolderSplit, test: _FolderSplit | None,
+def _cached_arrays(root: Path, size: int, fit: str, train: _FolderSplit,
+                   test: _FolderSplit | None,
                    cache_dir: str | os.PathLike | None,
                    progress: Callable[[int, int], None] | None = None,
                    ) -> tuple[np.ndarray, np.ndarray | None] | None:
@@ -173,7 +169,7 @@ def _cached_arrays(root: Path, size: int, train: _FolderSplit, test: _FolderSpli
     no cache is asked for."""
     if cache_dir is None:
         return None
-    entry = cache_entry(cache_dir, root=root, size=size,
+    entry = cache_entry(cache_dir, root=root, size=size, fit=fit,
                         splits=[train.stats, None if test is None else test.stats])
     splits = {"train_x.npy": train} | ({"test_x.npy": test} if test is not None else {})
     arrays = read_entry(entry, {name: (len(s.files), 3, size, size)
@@ -181,6 +177,6 @@ def _cached_arrays(root: Path, size: int, train: _FolderSplit, test: _FolderSpli
     if arrays is not None:
         return arrays[0], (np.array(arrays[1]) if test is not None else None)
     counter = _Counter(sum(len(s.files) for s in splits.values()), progress)
-    arrays = [_decode_all(s.files, size, counter) for s in splits.values()]
+    arrays = [_decode_all(s.files, size, fit, counter) for s in splits.values()]
     write_entry(entry, dict(zip(splits, arrays, strict=True)))
     return arrays[0], (arrays[1] if test is not None else None)

@@ -33,11 +33,15 @@ def default_cache_dir() -> Path:
 
 
 def cache_entry(cache_dir: str | os.PathLike, *, root: Path, size: int,
-                splits: Sequence[list[tuple[str, int, int]] | None]) -> Path:
-    """The entry folder for ``root``'s images at ``size``; ``splits`` holds each split's
-    (path relative to root, mtime_ns, size) list, or None for a split the folder lacks."""
-    digest = hashlib.sha256(json.dumps(
-        {"version": _CACHE_VERSION, "root": str(root), "size": size}).encode())
+                splits: Sequence[list[tuple[str, int, int]] | None],
+                fit: str = "squash") -> Path:
+    """The entry folder for ``root``'s images at ``size`` fitted by ``fit``; ``splits`` holds
+    each split's (path relative to root, mtime_ns, size) list, or None for a split the folder
+    lacks."""
+    key = {"version": _CACHE_VERSION, "root": str(root), "size": size}
+    if fit != "squash":  # the key of the original fit stays as it was: its entries still hit
+        key["fit"] = fit
+    digest = hashlib.sha256(json.dumps(key).encode())
     for stats in splits:
         digest.update(b"\0split\0")
         if stats is not None:  # paths are relative to root, so the key is exact and cheap

@@ -26,9 +26,14 @@ The recipe, defaults of :class:`TrainConfig` (the reasons are beside each field)
   images before each evaluation ("precise BN"), so per-epoch figures measure the weights;
 - channels_last; bf16 (else fp16) autocast on CUDA only.
 
-One job a module: ``config`` (the recipe), ``checkpoint`` (saving, loading untrusted files,
-resume checks), ``loop`` (the training run) and ``onnx`` (export and its check). The training
-pieces they share with the proxy are in evaluators/training.py.
+That is the default recipe, ``small-data``; ``config.RECIPES`` holds the named others (the
+GhostNet paper's ImageNet training, with random-resized crops at 224 px, is
+``ghostnet-imagenet``).
+
+One job a module: ``config`` (the recipes), ``checkpoint`` (saving, loading untrusted files,
+resume checks), ``sources`` (images on the device, or files read while training), ``group``
+(a worker's place in a data-parallel run), ``loop`` (the training run) and ``onnx`` (export and
+its check). The training pieces they share with the proxy are in evaluators/training.py.
 """
 
 from evaluators.scratch.checkpoint import (
@@ -41,17 +46,22 @@ from evaluators.scratch.checkpoint import (
 from evaluators.scratch.config import (
     BASE_BATCH,
     BASE_LR,
+    DEFAULT_RECIPE,
+    RECIPES,
     SMALL_INPUT,
     TRAIN_PRESETS,
     TrainConfig,
+    pick_resolution,
     train_config,
 )
+from evaluators.scratch.group import WorkerGroup
 from evaluators.scratch.loop import EpochRecord, TrainProgress, TrainResult, train_from_scratch
 from evaluators.scratch.onnx import ONNX_OPSET, OnnxError, OnnxExport, export_onnx, onnx_available
 from evaluators.training import ConfigError
 from evaluators.transforms import IMAGENET_MEAN, IMAGENET_STD
 
-__all__ = ["TrainConfig", "TRAIN_PRESETS", "train_config", "EpochRecord", "TrainProgress",
+__all__ = ["TrainConfig", "TRAIN_PRESETS", "RECIPES", "DEFAULT_RECIPE", "pick_resolution",
+           "train_config", "WorkerGroup", "EpochRecord", "TrainProgress",
            "TrainResult", "CheckpointError", "ConfigError", "OnnxError", "OnnxExport",
            "train_from_scratch", "load_checkpoint", "check_resume", "model_from_checkpoint",
            "export_onnx", "onnx_available", "CHECKPOINT_NAME", "BASE_LR", "BASE_BATCH",

@@ -5,6 +5,10 @@ a checkpoint may be resumed with the given architecture, data and settings.
 model, optimizer, scheduler (and fp16 scaler) states, the RNG states, the epoch, the history,
 the architecture and the configuration, all as tensors and plain data, and is read back with
 ``torch.load(weights_only=True)`` only, so a crafted file cannot run code.
+
+Format version 2 adds ``workers`` (the data-parallel processes that wrote it; a data-parallel
+run's RNG states are its first worker's) and ``ema`` (the averaged weights, or None). Version 1
+files still load, as written by one process without an average.
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from evaluators.data import ImageData
+from evaluators.data import FolderFiles, ImageData
 from evaluators.scratch.config import TrainConfig
 from evaluators.training import ConfigError
 from space import ArchitectureError, UserError, architecture_from_dict
@@ -30,11 +34,13 @@ __all__ = ["CHECKPOINT_NAME", "CheckpointError", "check_resume", "data_info", "l
 
 CHECKPOINT_NAME = "checkpoint.pt"
 _FORMAT = "ghostnas-train-checkpoint"
-_VERSION = 1
+_VERSION = 2
+_READS = (1, 2)  # the versions this code loads
 _KEYS = ("format", "version", "epoch", "model", "optimizer", "scheduler", "scaler", "rng",
          "arch", "config", "data", "history", "train_seconds", "images")
+_V2_KEYS = {"workers": 1, "ema": None}  # added in version 2, with what a version 1 file means
 # Settings that may differ when resuming: how long, and where/how fast it runs.
-_RESUMABLE_CHANGES = ("epochs", "device", "threads", "eval_batch_size")
+_RESUMABLE_CHANGES = ("epochs", "device", "threads", "eval_batch_size", "workers", "sync_bn")
 
 
 class CheckpointError(UserError):
@@ -50,7 +56,8 @@ def one_line(text: Any, limit: int = 300) -> str:
 def save_checkpoint(path: str | os.PathLike, state: dict[str, Any]) -> None:
     """Write ``state`` (every key of the format but ``format`` and ``version``) atomically: a
     kill mid-write leaves the previous checkpoint intact."""
-    assert set(state) == set(_KEYS[2:]), sorted(set(state) ^ set(_KEYS[2:]))
+    keys = {*_KEYS[2:], *_V2_KEYS}
+    assert set(state) == keys, sorted(set(state) ^ keys)
     checkpoint = {"format": _FORMAT, "version": _VERSION, **state}
     atomic_write(path, lambda fh: torch.save(checkpoint, fh))
 
@@ -82,15 +89,16 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     if not isinstance(state, dict) or state.get("format") != _FORMAT:
         raise CheckpointError(f"checkpoint {str(path)!r} is not a 'search train' checkpoint "
                               "(a plain state_dict or another program's file)")
-    if state.get("version") != _VERSION:
+    if state.get("version") not in _READS:
         raise CheckpointError(f"checkpoint {str(path)!r} has format version "
-                              f"{state.get('version')!r}; this GhostNAS reads version "
-                              f"{_VERSION}")
-    missing = [k for k in _KEYS if k not in state]
+                              f"{state.get('version')!r}; this GhostNAS reads versions "
+                              f"{', '.join(map(str, _READS))}")
+    required = list(_KEYS) + (list(_V2_KEYS) if state["version"] >= 2 else [])
+    missing = [k for k in required if k not in state]
     if missing:
         raise CheckpointError(f"checkpoint {str(path)!r} lacks {', '.join(missing)}; it is "
                               "damaged")
-    return state
+    return {**_V2_KEYS, **state}
 
 
 def _checkpoint_parts(state: dict[str, Any], path: Path) -> tuple[Any, TrainConfig]:
@@ -101,23 +109,25 @@ def _checkpoint_parts(state: dict[str, Any], path: Path) -> tuple[Any, TrainConf
 
 
 def model_from_checkpoint(path: str | os.PathLike) -> tuple[nn.Module, dict[str, Any]]:
-    """The trained network of a checkpoint (CPU, eval mode) and the checkpoint's contents."""
+    """The trained network of a checkpoint (CPU, eval mode) and the checkpoint's contents: the
+    averaged weights when the run kept an average (those were evaluated), else the weights."""
     path = Path(path)
     state = load_checkpoint(path)
     arch, config = _checkpoint_parts(state, path)
     model = arch.build(stem_stride=config.stem_stride or 2)
     try:
-        model.load_state_dict(state["model"])
+        model.load_state_dict(state["model"] if state["ema"] is None
+                              else state["ema"]["weights"])
     except RuntimeError as exc:
         raise CheckpointError(f"checkpoint {str(path)!r}: weights do not fit its architecture "
                               f"({one_line(exc, 160)})") from None
     return model.eval(), state
 
 
-def data_info(data: ImageData) -> dict[str, Any]:
+def data_info(data: ImageData | FolderFiles) -> dict[str, Any]:
     """What a resumed run's data must match."""
     split, eval_x, _ = data.held_out()
-    return {"dataset": data.name, "train_images": len(data.train_x), "held_out": split,
+    return {"dataset": data.name, "train_images": len(data.train_y), "held_out": split,
             "held_out_images": len(eval_x), "num_classes": data.num_classes,
             "image_size": list(data.image_size)}
 
@@ -145,7 +155,7 @@ def _check_resumable(state: dict[str, Any], path: Path, arch: Any, config: Train
                               "more epochs to train further")
 
 
-def check_resume(out_dir: str | os.PathLike, arch: Any, data: ImageData,
+def check_resume(out_dir: str | os.PathLike, arch: Any, data: ImageData | FolderFiles,
                  config: TrainConfig) -> dict[str, Any]:
     """The checkpoint in ``out_dir`` if :func:`~evaluators.scratch.train_from_scratch` can
     resume it with these arguments; else :class:`CheckpointError` saying what differs. Lets a

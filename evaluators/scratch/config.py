@@ -1,5 +1,15 @@
-"""The recipe of a from-scratch training: :class:`TrainConfig`, its per-data-set presets and the
-rules that fill its open fields from the data."""
+"""The recipe of a from-scratch training: :class:`TrainConfig`, its named recipes and
+per-data-set presets, and the rules that fill its open fields from the data.
+
+Precedence, for every setting and for the resolution in particular (:func:`pick_resolution`,
+which ``search run`` shares): an explicit option, else the named recipe's value, else the data
+set's preset, else the data set's native side (resolution) or TrainConfig's default.
+
+The learning rate follows the linear scaling rule (Goyal et al., 2017): the recipe names a
+reference rate ``ref_lr`` at a reference batch ``ref_batch``, and a run whose global batch (all
+workers together) is B starts from ``ref_lr * B / ref_batch`` after warm-up, unless ``lr`` is
+given.
+"""
 
 from __future__ import annotations
 
@@ -10,12 +20,13 @@ from typing import Any
 from evaluators.data import ImageData
 from evaluators.training import ConfigError, check_settings
 
-__all__ = ["TrainConfig", "TRAIN_PRESETS", "train_config", "BASE_LR", "BASE_BATCH",
-           "SMALL_INPUT"]
+__all__ = ["TrainConfig", "TRAIN_PRESETS", "RECIPES", "DEFAULT_RECIPE", "train_config",
+           "pick_resolution", "BASE_LR", "BASE_BATCH", "SMALL_INPUT"]
 
-BASE_LR = 0.1  # peak learning rate at BASE_BATCH images per step (SGD + Nesterov)
+BASE_LR = 0.1  # small-data recipe: peak learning rate at BASE_BATCH images per step
 BASE_BATCH = 128
 SMALL_INPUT = 64  # inputs below this side keep the stem at stride 1
+DEFAULT_RECIPE = "small-data"
 
 
 @dataclass(frozen=True)
@@ -46,16 +57,29 @@ class TrainConfig:
     bn_momentum: float = 0.1  # on every BatchNorm (torchvision's MobileNetV3 has 0.01)
     bn_recalibrate: int = 2048  # before each evaluation, exact BatchNorm statistics over this
     # many training images (no augmentation); 0 = keep the running averages
+    recipe: str = DEFAULT_RECIPE  # the named recipe (RECIPES) the other defaults came from
+    crop: str = "pad"  # "pad": random crop with zero padding at the resolution (small data);
+    # "resized": random-resized crop, and resize to R/0.875 + centre crop R for evaluation
+    ref_lr: float = BASE_LR  # linear scaling rule: peak rate ref_lr at ref_batch images a step
+    ref_batch: int = BASE_BATCH
+    ema_decay: float | None = None  # evaluate and keep an average of the weights; None: off
+    workers: int = 1  # data-parallel processes; batch_size is their global batch
+    sync_bn: bool = False  # BatchNorm statistics over the global batch (CUDA only); off: each
+    # worker normalises by its own share, as a smaller batch would
 
     def __post_init__(self) -> None:
-        check_settings(self, optional=("lr", "resolution", "stem_stride", "threads"))
+        check_settings(self, optional=("lr", "resolution", "stem_stride", "threads",
+                                       "ema_decay"))
         if self.nesterov and self.momentum == 0:
             raise ConfigError("nesterov: needs momentum > 0; set nesterov=False for plain SGD")
+        if self.recipe not in RECIPES:
+            raise ConfigError(f"recipe: got {self.recipe!r}, expected one of "
+                              f"{', '.join(RECIPES)}")
 
     @property
     def peak_lr(self) -> float:
         """The learning rate after warm-up: ``lr``, or the linear scaling rule."""
-        return self.lr if self.lr is not None else BASE_LR * self.batch_size / BASE_BATCH
+        return self.lr if self.lr is not None else self.ref_lr * self.batch_size / self.ref_batch
 
     def resolve(self, data: ImageData) -> TrainConfig:
         """Fill the ``None`` fields for ``data``: resolution (native side), stem stride (small-input
@@ -64,13 +88,17 @@ class TrainConfig:
         if resolution < 8:
             raise ConfigError(f"resolution: {data.name} images are {resolution} px; set a "
                               "resolution >= 8")
-        n = len(data.train_x)
-        if n < 2:
-            raise ConfigError(f"{data.name}: need at least 2 training images, got {n}")
-        batch = min(self.batch_size, n)
+        n = len(data.train_y)
+        if n < 2 * self.workers:
+            raise ConfigError(f"{data.name}: need at least {2 * self.workers} training images "
+                              f"for {self.workers} worker(s), got {n}")
+        if self.batch_size % self.workers:
+            raise ConfigError(f"batch_size: got {self.batch_size}, which {self.workers} workers "
+                              "cannot share evenly; give a multiple of the workers")
+        batch = min(self.batch_size, n // self.workers * self.workers)
         stem = self.stem_stride if self.stem_stride is not None else (
             1 if resolution < SMALL_INPUT else 2)
-        lr = self.lr if self.lr is not None else BASE_LR * batch / BASE_BATCH
+        lr = self.lr if self.lr is not None else self.ref_lr * batch / self.ref_batch
         return dataclasses.replace(self, resolution=resolution, stem_stride=stem,
                                    batch_size=batch, lr=lr)
 
@@ -97,9 +125,53 @@ TRAIN_PRESETS: dict[str, dict[str, Any]] = {
     "folder": {},
 }
 
+# Named recipes: overrides of TrainConfig's defaults (which are the small-data recipe).
+RECIPES: dict[str, dict[str, Any]] = {
+    DEFAULT_RECIPE: {},
+    # GhostNet's ImageNet training (Han et al., "GhostNet: More Features from Cheap Operations",
+    # CVPR 2020). The paper's section 4.3 follows ShuffleNet's training settings except for the
+    # learning rate; the authors point to megvii-model/ShuffleNet-Series for those
+    # (iamhankai/ghostnet.pytorch issue 3; ShuffleNetV2+/train.py there) and filled in the rest
+    # in the issues of their repositories.
+    "ghostnet-imagenet": {
+        "batch_size": 1024,  # paper 4.3, and argusswift/ghostnet.pytorch's README: 8 GPUs
+        "ref_lr": 0.4, "ref_batch": 1024,  # paper 4.3 (same README): learning rate 0.4 there
+        "epochs": 400,  # authors, iamhankai/ghostnet.pytorch issue 18: 400 epochs
+        "warmup_epochs": 5,  # authors, iamhankai/ghostnet.pytorch issue 3: 5 epochs of warm-up,
+        # then a cosine schedule (TrainConfig's schedule)
+        "momentum": 0.9, "nesterov": False,  # ShuffleNetV2+/train.py: SGD, momentum 0.9
+        "weight_decay": 4e-5,  # ShuffleNetV2+/train.py (none on BatchNorm, as here)
+        "label_smoothing": 0.1,  # ShuffleNetV2+/train.py
+        "resolution": 224, "crop": "resized", "flip": True,  # ShuffleNetV2+/train.py:
+        # RandomResizedCrop(224) and flip; evaluation resize 256, centre crop 224
+        # dropout 0.2 before the classifier is the architecture's (space/ghostnet.py); colour
+        # jitter (0.4) is not implemented: see docs/training.md
+    },
+}
 
-def train_config(dataset: str, **overrides: Any) -> TrainConfig:
-    """TrainConfig for ``dataset`` (a key of :data:`TRAIN_PRESETS`) with ``overrides`` applied."""
+
+def pick_resolution(*, option: int | None, preset: int | None,
+                    dataset: int | None) -> int | None:
+    """The input side a run uses: the explicit option, else the named preset's (recipe or
+    proxy preset), else the data set's default; None when none says (then the data's native
+    side). ``search run --resolution`` follows the same rule."""
+    for value in (option, preset, dataset):
+        if value is not None:
+            return value
+    return None
+
+
+def train_config(dataset: str, recipe: str = DEFAULT_RECIPE, **overrides: Any) -> TrainConfig:
+    """TrainConfig for ``dataset`` (a key of :data:`TRAIN_PRESETS`) and the named ``recipe``
+    (a key of :data:`RECIPES`), with ``overrides`` applied: overrides before the recipe, the
+    recipe before the data set's preset."""
     if dataset not in TRAIN_PRESETS:
         raise ConfigError(f"dataset: got {dataset!r}, expected one of {', '.join(TRAIN_PRESETS)}")
-    return TrainConfig.from_dict({**TRAIN_PRESETS[dataset], **overrides})
+    if recipe not in RECIPES:
+        raise ConfigError(f"recipe: got {recipe!r}, expected one of {', '.join(RECIPES)}")
+    data_preset, named = TRAIN_PRESETS[dataset], RECIPES[recipe]
+    merged = {**data_preset, **named, **overrides, "recipe": recipe}
+    merged["resolution"] = pick_resolution(option=overrides.get("resolution"),
+                                           preset=named.get("resolution"),
+                                           dataset=data_preset.get("resolution"))
+    return TrainConfig.from_dict(merged)

@@ -4,6 +4,12 @@ from the shared training pieces (evaluators/training.py).
 A session trains the epochs after the last checkpoint (none on a fresh start), evaluates on
 the held-out split after each, and writes the checkpoint; resuming restores every state the
 checkpoint holds, so the run continues exactly (bit for bit on CPU with the same thread count).
+
+Given a :class:`~evaluators.scratch.group.WorkerGroup`, the session is one worker of a
+data-parallel run: the model is wrapped in DistributedDataParallel (with SyncBatchNorm if the
+config asks), each worker trains on and evaluates its share of the images, losses and counts
+are summed over the workers, each epoch's random state comes from (seed, epoch, worker), and
+worker 0 writes the checkpoint.
 """
 
 from __future__ import annotations
@@ -21,8 +27,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from evaluators.batches import DeviceBatches, images_on_device
-from evaluators.data import ImageData
+from evaluators.data import FolderFiles, ImageData
 from evaluators.device import resolve_device
 from evaluators.scratch.checkpoint import (
     CHECKPOINT_NAME,
@@ -33,20 +38,26 @@ from evaluators.scratch.checkpoint import (
     save_checkpoint,
 )
 from evaluators.scratch.config import TrainConfig
+from evaluators.scratch.group import WorkerGroup, epoch_seed
+from evaluators.scratch.sources import training_sources
 from evaluators.training import (
+    ConfigError,
     EpochStats,
     TrainStep,
+    WeightEMA,
     amp_dtype,
+    autocast,
     build_model,
     grad_scaler,
     isolated,
-    score,
+    recalibrate_bn,
     seed_generator,
     sgd,
+    top1_counts,
     train_epoch,
     warmup_cosine,
 )
-from space import UserError
+from space import UserError, architecture_from_dict
 
 __all__ = ["EpochRecord", "TrainProgress", "TrainResult", "TrainingSession", "train_from_scratch"]
 
@@ -110,23 +121,40 @@ class TrainResult:
             "checkpoint": str(self.checkpoint),
         }
 
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], model: nn.Module | None = None) -> TrainResult:
+        """The result :meth:`to_dict` described (a data-parallel run's, sent from worker 0),
+        with ``model`` (e.g. read back from the checkpoint)."""
+        fields = {**data, "history": tuple(EpochRecord(**r) for r in data["history"]),
+                  "config": TrainConfig.from_dict(data["config"]),
+                  "arch": architecture_from_dict(data["arch"]),
+                  "checkpoint": Path(data["checkpoint"]), "model": model}
+        return cls(**fields)
 
-def train_from_scratch(arch: Any, data: ImageData, config: TrainConfig, *,
+
+def train_from_scratch(arch: Any, data: ImageData | FolderFiles, config: TrainConfig, *,
                        out_dir: str | os.PathLike, resume: bool = False,
-                       progress: Callable[[TrainProgress], None] | None = None) -> TrainResult:
-    """Train a fresh ``arch`` (``num_classes`` set to the data's) on ``data.train_x``, writing
-    ``out_dir/checkpoint.pt`` after every epoch; score it on the held-out split.
+                       progress: Callable[[TrainProgress], None] | None = None,
+                       group: WorkerGroup | None = None) -> TrainResult:
+    """Train a fresh ``arch`` (``num_classes`` set to the data's) on the training split of
+    ``data`` (in memory, or files read while training), writing ``out_dir/checkpoint.pt`` after
+    every epoch; score it on the held-out split.
 
     ``resume=True`` continues from that checkpoint exactly; its architecture, data and settings
-    must match (``epochs``, ``device``, ``threads`` and ``eval_batch_size`` may change: a larger
-    ``epochs`` extends the run, stretching the cosine to the new end). A non-finite loss or
-    output returns status "failed" (the last good checkpoint stays); exceptions, including
-    ``KeyboardInterrupt`` from ``progress``, propagate with the last checkpoint intact.
+    must match (``epochs``, ``device``, ``threads``, ``eval_batch_size``, ``workers`` and
+    ``sync_bn`` may change: a larger ``epochs`` extends the run, stretching the cosine to the
+    new end). A non-finite loss or output returns status "failed" (the last good checkpoint
+    stays); exceptions, including ``KeyboardInterrupt`` from ``progress``, propagate with the
+    last checkpoint intact. ``group``: this process's place in a data-parallel run (its
+    ``config.workers`` must be the group's size); None: one process.
     """
     wall = time.perf_counter()
     out_dir = Path(out_dir)
     if not out_dir.is_dir():
         raise UserError(f"out_dir: {str(out_dir)!r} is not an existing folder")
+    if (group.world if group is not None else 1) != config.workers:
+        raise ConfigError(f"workers: got {config.workers}, but this runs on "
+                          f"{group.world if group is not None else 1} process(es)")
     arch = dataclasses.replace(arch, num_classes=data.num_classes)
     config = config.resolve(data)
     state = check_resume(out_dir, arch, data, config) if resume else None
@@ -134,7 +162,8 @@ def train_from_scratch(arch: Any, data: ImageData, config: TrainConfig, *,
     amp = amp_dtype(config.amp, device)
     with isolated(device, threads=config.threads):  # the caller's RNG and threads are kept
         session = TrainingSession(arch, data, config, device=device, amp=amp,
-                                  path=out_dir / CHECKPOINT_NAME, progress=progress)
+                                  path=out_dir / CHECKPOINT_NAME, progress=progress,
+                                  group=group)
         if state is not None:
             session.restore(state)
         status, error = session.train()
@@ -142,41 +171,56 @@ def train_from_scratch(arch: Any, data: ImageData, config: TrainConfig, *,
 
 
 class TrainingSession:
-    """One training session: model, optimizer, schedule, data on the device, RNG and history,
-    from a fresh start or restored from a checkpoint."""
+    """One training session: model, optimizer, schedule, data sources, RNG and history, from a
+    fresh start or restored from a checkpoint."""
 
-    def __init__(self, arch: Any, data: ImageData, config: TrainConfig, *,
+    def __init__(self, arch: Any, data: ImageData | FolderFiles, config: TrainConfig, *,
                  device: torch.device, amp: torch.dtype | None, path: Path,
-                 progress: Callable[[TrainProgress], None] | None) -> None:
+                 progress: Callable[[TrainProgress], None] | None,
+                 group: WorkerGroup | None = None) -> None:
         self.arch, self.config, self.device, self.amp = arch, config, device, amp
-        self.path, self.progress = path, progress
+        self.path, self.progress, self.group = path, progress, group
         self.data_info = data_info(data)
         self.gen = seed_generator(config.seed, device)  # batch order and augmentation
         self.model = build_model(arch, stem_stride=config.stem_stride, device=device,
                                  channels_last=config.channels_last,
                                  bn_momentum=config.bn_momentum)
+        self.ema = WeightEMA(self.model, config.ema_decay) if config.ema_decay else None
+        self.net = self._parallel(self.model)  # what trains: the model, or its DDP wrapper
         self.opt = sgd(self.model, device, lr=config.lr, momentum=config.momentum,
                        nesterov=config.nesterov, weight_decay=config.weight_decay)
         self.scaler = grad_scaler(device, amp)
-        # Once per run: all images to the device as uint8 at the training resolution.
-        self.split, eval_x, eval_y = data.held_out()
-        x, y = images_on_device(data.train_x, data.train_y, device=device,
-                                resolution=config.resolution)  # (N, 3, R, R) uint8, (N,)
-        self.eval_x, self.eval_y = images_on_device(eval_x, eval_y, device=device,
-                                                    resolution=config.resolution)
-        self.batches = DeviceBatches(x, y, batch_size=config.batch_size, generator=self.gen,
-                                     channels_last=config.channels_last, augment=config.augment,
-                                     crop_padding=config.crop_padding, flip=config.flip)
+        self.split = data.held_out()[0]
+        self.batches, self.held_out = training_sources(
+            data, config, device=device, generator=self.gen,
+            shard=group.shard if group else (0, 1), trainers=group.local if group else 1)
         total = self.batches.steps * config.epochs
         warmup = min(config.warmup_epochs * self.batches.steps, total // 10)
         self.sched = warmup_cosine(self.opt, warmup=warmup, total=total)
-        self.step = TrainStep(self.model, self.opt, self.sched, amp=amp,
-                              label_smoothing=config.label_smoothing, scaler=self.scaler)
+        self.step = TrainStep(self.net, self.opt, self.sched, amp=amp,
+                              label_smoothing=config.label_smoothing, scaler=self.scaler,
+                              ema=self.ema, reduce_loss=group.mean if group else None)
         self.history: list[EpochRecord] = []
         self.seconds = 0.0  # training wall time, all sessions
         self.images = 0  # training images processed, all sessions
         self.resumed_from = 0
         self.session_seconds, self.session_steps = 0.0, 0  # this session's, for the throughput
+
+    def _parallel(self, model: nn.Module) -> nn.Module:
+        """``model`` wrapped for data-parallel training (SyncBatchNorm if asked), or itself."""
+        if self.group is None or self.group.world == 1:
+            return model
+        from torch.nn.parallel import DistributedDataParallel
+
+        if self.config.sync_bn:
+            if self.device.type != "cuda":
+                raise ConfigError("sync_bn: PyTorch's SyncBatchNorm runs on CUDA only; train "
+                                  "on GPUs, or leave it off (each worker's own statistics)")
+            model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+            self.model = model
+        index = self.device.index if self.device.index is not None else (
+            torch.cuda.current_device() if self.device.type == "cuda" else None)
+        return DistributedDataParallel(model, device_ids=None if index is None else [index])
 
     def restore(self, state: dict[str, Any]) -> None:
         """Continue from a checkpoint's state (one that :func:`check_resume` accepted)."""
@@ -192,15 +236,9 @@ class TrainingSession:
             self.sched._last_lr = [group["lr"] for group in self.opt.param_groups]
             if self.scaler is not None and state["scaler"] is not None:
                 self.scaler.load_state_dict(state["scaler"])
-            rng = state["rng"]
-            torch.set_rng_state(rng["torch"])
-            if rng.get("device_type") == self.device.type:
-                if self.device.type == "cuda" and rng.get("cuda") is not None:
-                    torch.cuda.set_rng_state(rng["cuda"], self.device)
-                self.gen.set_state(rng["generator"])
-            else:  # moved between CPU and CUDA: their generators' states do not convert, so
-                # the batch order continues from a seed of its own (not bit-exact, still seeded)
-                self.gen.manual_seed(self.config.seed + 1_000_003 * int(state["epoch"]))
+            if self.ema is not None:
+                self.ema.load_state_dict(state["ema"])
+            self._restore_rng(state)
             self.history = [EpochRecord(**r) for r in state["history"]]
         except (RuntimeError, ValueError, KeyError, TypeError) as exc:
             raise CheckpointError(f"cannot resume from {str(self.path)!r}: its state does not "
@@ -209,7 +247,23 @@ class TrainingSession:
         self.images = int(state["images"])
         self.resumed_from = int(state["epoch"])
 
+    def _restore_rng(self, state: dict[str, Any]) -> None:
+        if self.group is not None:
+            return  # a data-parallel run seeds every epoch from (seed, epoch)
+        rng = state["rng"]
+        torch.set_rng_state(rng["torch"])
+        if rng.get("device_type") == self.device.type and state["workers"] == 1:
+            if self.device.type == "cuda" and rng.get("cuda") is not None:
+                torch.cuda.set_rng_state(rng["cuda"], self.device)
+            self.gen.set_state(rng["generator"])
+        else:  # moved between CPU and CUDA, or from a data-parallel run: the generator's state
+            # does not carry over, so the batch order continues from a seed of its own (not
+            # bit-exact, still seeded)
+            self.gen.manual_seed(self.config.seed + 1_000_003 * int(state["epoch"]))
+
     def save(self, epoch: int) -> None:
+        if self.group is not None and not self.group.main:
+            return
         cuda = torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else None
         save_checkpoint(self.path, {
             "epoch": epoch, "model": self.model.state_dict(), "optimizer": self.opt.state_dict(),
@@ -220,6 +274,8 @@ class TrainingSession:
             "arch": self.arch.to_dict(), "config": self.config.to_dict(),
             "data": self.data_info, "history": [dataclasses.asdict(r) for r in self.history],
             "train_seconds": self.seconds, "images": self.images,
+            "workers": self.group.world if self.group is not None else 1,
+            "ema": self.ema.state_dict() if self.ema is not None else None,
         })
 
     def train(self) -> tuple[str, str]:
@@ -227,6 +283,9 @@ class TrainingSession:
         cfg = self.config
         check_every = 1 if self.device.type == "cpu" else _CUDA_CHECK_EVERY  # a CPU sync is free
         for epoch in range(len(self.history) + 1, cfg.epochs + 1):
+            if self.group is not None:
+                self.gen.manual_seed(epoch_seed(cfg.seed, epoch))  # the same on every worker
+                torch.manual_seed(epoch_seed(cfg.seed, epoch, self.group.rank + 1))  # dropout
             stats = train_epoch(self.step, self.batches, check_every=check_every,
                                 on_check=None if self.progress is None
                                 else functools.partial(self._report_steps, epoch))
@@ -236,10 +295,7 @@ class TrainingSession:
             self.images += stats.steps * self.batches.batch_size
             if stats.bad_step:
                 return "failed", self._failure(stats.failure(epoch))
-            top1 = score(self.model, self.batches, self.eval_x, self.eval_y,
-                         recalibrate=cfg.bn_recalibrate, resolution=cfg.resolution,
-                         batch_size=cfg.eval_batch_size, channels_last=cfg.channels_last,
-                         amp=self.amp)
+            top1 = self._score()
             if math.isnan(top1):
                 return "failed", self._failure(
                     f"non-finite outputs (nan/inf) at evaluation after epoch {epoch}")
@@ -248,6 +304,29 @@ class TrainingSession:
             self.save(epoch)
             self._report_epoch(self.history[-1])
         return "finished", ""
+
+    @property
+    def evaluated(self) -> nn.Module:
+        """The network scored and kept: the weight average if the recipe keeps one."""
+        return self.ema.model if self.ema is not None else self.model
+
+    def _score(self) -> float:
+        """Top-1 (percent) on the held-out split, all workers' shares together, after the
+        BatchNorm statistics are recomputed on training images (the same on every worker);
+        NaN if an output is not finite. Leaves the trained model in training mode."""
+        model, cfg = self.evaluated, self.config
+        if cfg.bn_recalibrate:
+            with autocast(self.device, self.amp):
+                recalibrate_bn(model, self.batches.calibration(cfg.bn_recalibrate))
+        correct, images, finite = top1_counts(model, self.held_out, amp=self.amp)
+        counts = torch.stack([correct, torch.tensor(images, device=correct.device),
+                              finite.long()])
+        if self.group is not None:
+            self.group.sum(counts)
+        self.model.train()
+        correct, images, finite = (int(v) for v in counts.tolist())
+        workers = self.group.world if self.group is not None else 1
+        return 100.0 * correct / images if finite == workers else math.nan
 
     def _report_steps(self, epoch: int, stats: EpochStats) -> None:
         steps = self.batches.steps
@@ -281,13 +360,14 @@ class TrainingSession:
         history = tuple(self.history)
         last = history[-1] if history else None
         failed = status == "failed"
+        model = self.evaluated
         if not failed:
-            self.model.eval()
+            model.eval()
         return TrainResult(
             status=status, top1=None if failed or last is None else last.top1, split=self.split,
-            split_images=len(self.eval_x), epochs=len(history),
+            split_images=self.held_out.images, epochs=len(history),
             loss=None if last is None else last.loss, train_seconds=self.seconds,
             images_per_second=self.images / self.seconds if self.seconds > 0 else 0.0,
             wall_seconds=wall_seconds, resumed_from=self.resumed_from, error=error,
             history=history, config=self.config, arch=self.arch, checkpoint=self.path,
-            model=None if failed else self.model)
+            model=None if failed else model)

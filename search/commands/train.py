@@ -31,6 +31,7 @@ import torch
 
 from evaluators import count
 from evaluators.data import (
+    DEFAULT_FOLDER_SIZE,
     FolderFiles,
     ImageData,
     default_cache_dir,
@@ -229,7 +230,7 @@ def _config(settings: dict[str, Any]) -> TrainConfig:
     preprocessing (random-resized crops; resize and centre crop for evaluation)."""
     given = {k: settings[k] for k in ("epochs", "batch_size", "lr", "seed", "device", "threads",
                                       "resolution", "ema_decay", "workers", "sync_bn")
-             if settings[k] not in (None, False)}
+             if settings[k] is not None and settings[k] is not False}
     if settings["resolution"] is not None:
         given["crop"] = "resized"
     if settings["workers"] > 1:  # where the workers train; "auto" is the driver's machine's
@@ -252,7 +253,7 @@ def _load_data(settings: dict[str, Any], config: TrainConfig) -> ImageData | Fol
     side = None
     if folder:
         side = eval_side(config.resolution) if config.crop == "resized" else \
-            (config.resolution or 32)
+            (config.resolution or DEFAULT_FOLDER_SIZE)
         files = load_folder_files(settings["data_dir"], side=side, seed=settings["seed"],
                                   max_train=settings["max_train"])
         need = files.images() * 3 * side * side

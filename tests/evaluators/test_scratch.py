@@ -22,6 +22,7 @@ from evaluators.data import ImageData, load_dataset
 from evaluators.scratch import (
     BASE_LR,
     CHECKPOINT_NAME,
+    RECIPES,
     TRAIN_PRESETS,
     CheckpointError,
     ConfigError,
@@ -31,10 +32,11 @@ from evaluators.scratch import (
     export_onnx,
     load_checkpoint,
     model_from_checkpoint,
+    pick_resolution,
     train_config,
     train_from_scratch,
 )
-from evaluators.training import lr_factor
+from evaluators.training import WeightEMA, lr_factor
 from space import UserError, load_architecture
 from tests.helpers import SMALL_ARCH
 
@@ -188,6 +190,7 @@ def test_a_checkpoint_of_format_version_1_still_loads():
     folder = Path(__file__).resolve().parents[1] / "data" / "checkpoint_v1"
     model, state = model_from_checkpoint(folder / CHECKPOINT_NAME)
     assert state["version"] == 1 and state["epoch"] == 1 and not model.training
+    assert state["workers"] == 1 and state["ema"] is None  # what version 1 meant
     assert state["arch"] == load_architecture(folder / "arch.json")[0].to_dict()
     weights = model.state_dict()
     assert weights.keys() == state["model"].keys()
@@ -279,7 +282,8 @@ def test_onnx_export_matches_pytorch_with_a_dynamic_batch(tmp_path):
     exported = export_onnx(model, tmp_path / "model.onnx", resolution=16)
     assert model.training  # the caller's model is not touched
     assert exported.checked_with == "onnxruntime" and exported.max_abs_diff < 1e-4
-    assert exported.opset >= 17 and exported.path == tmp_path / "model.onnx"
+    assert exported.opset >= 18 and exported.path == tmp_path / "model.onnx"
+    assert exported.exporter == "dynamo" and exported.fallback_reason == ""  # torch's current
     proto = onnx.load(exported.path)
     assert max(o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")) >= 17
     batch_dim = proto.graph.input[0].type.tensor_type.shape.dim[0]
@@ -293,11 +297,14 @@ def test_onnx_export_matches_pytorch_with_a_dynamic_batch(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["model.onnx"]
 
 
-def test_onnx_falls_back_to_the_checker_without_onnxruntime(tmp_path, monkeypatch):
+def test_onnx_falls_back_to_the_checker_without_onnxruntime(tmp_path, monkeypatch, caplog):
     monkeypatch.setitem(sys.modules, "onnxruntime", None)  # import fails as if not installed
+    monkeypatch.setitem(sys.modules, "onnxscript", None)  # and the current exporter's need
     model = dataclasses.replace(SMALL, num_classes=10).build(stem_stride=1)
     exported = export_onnx(model, tmp_path / "m.onnx", resolution=8)
     assert exported.checked_with == "onnx.checker" and exported.max_abs_diff is None
+    assert exported.exporter == "torchscript" and "onnxscript" in exported.fallback_reason
+    assert "TorchScript exporter" in caplog.text and "onnxscript" in caplog.text
     onnx.checker.check_model(str(exported.path))
     monkeypatch.setitem(sys.modules, "onnx", None)
     with pytest.raises(OnnxError, match=r"pip install 'ghostnas\[onnx\]'"):
@@ -360,3 +367,87 @@ def test_warmup_then_cosine_to_zero():
     assert warm[4] == 1.0 and all(a > b for a, b in zip(warm[4:-1], warm[5:], strict=True))
     assert lr_factor(20, warmup=4, total=20) == pytest.approx(0.0, abs=1e-12)
     assert lr_factor(0, warmup=0, total=10) == 1.0
+
+
+# ---------------------------------------------------------------------------------------------
+# Recipes, resolution, weight averaging (issue 20)
+
+
+def test_the_ghostnet_imagenet_recipe_holds_the_published_settings():
+    config = train_config("folder", "ghostnet-imagenet")
+    assert (config.batch_size, config.ref_lr, config.ref_batch) == (1024, 0.4, 1024)
+    assert config.peak_lr == pytest.approx(0.4)
+    assert (config.epochs, config.warmup_epochs) == (400, 5)
+    assert (config.momentum, config.nesterov, config.weight_decay) == (0.9, False, 4e-5)
+    assert config.label_smoothing == 0.1 and config.flip and config.augment
+    assert (config.resolution, config.crop, config.recipe) == (224, "resized",
+                                                              "ghostnet-imagenet")
+    # the global batch scales the rate linearly from the recipe's reference
+    assert train_config("folder", "ghostnet-imagenet", batch_size=256).peak_lr == \
+        pytest.approx(0.1)
+    assert train_config("folder", "ghostnet-imagenet", lr=0.2).peak_lr == 0.2
+    # options before the recipe, the recipe before the data set's preset
+    assert train_config("digits", "ghostnet-imagenet").flip is True
+    assert train_config("digits", "ghostnet-imagenet", resolution=96).resolution == 96
+    assert train_config("digits").resolution == 16 and train_config("folder").resolution is None
+    assert set(RECIPES) == {"small-data", "ghostnet-imagenet"}
+    with pytest.raises(ConfigError, match="^recipe: got 'imagenet'"):
+        train_config("folder", "imagenet")
+    resolved = config.resolve(_data(32, n=2000))
+    assert (resolved.resolution, resolved.stem_stride, resolved.batch_size) == (224, 2, 1024)
+
+
+def test_the_resolution_precedence_rule():
+    assert pick_resolution(option=96, preset=224, dataset=16) == 96
+    assert pick_resolution(option=None, preset=224, dataset=16) == 224
+    assert pick_resolution(option=None, preset=None, dataset=16) == 16
+    assert pick_resolution(option=None, preset=None, dataset=None) is None
+
+
+def test_workers_split_the_global_batch_evenly():
+    assert TrainConfig(batch_size=64, workers=2).resolve(_data(32, n=101)).batch_size == 64
+    assert TrainConfig(batch_size=128, workers=2).resolve(_data(32, n=101)).batch_size == 100
+    with pytest.raises(ConfigError, match="^batch_size: got 63, which 2 workers"):
+        TrainConfig(batch_size=63, workers=2).resolve(_data(32))
+
+
+def test_the_weight_average_follows_the_weights_with_a_warm_up():
+    model = torch.nn.Linear(2, 1)
+    ema = WeightEMA(model, decay=0.99)
+    with torch.no_grad():
+        model.weight.fill_(1.0)
+    before = ema.model.weight.clone()
+    ema.update(model)
+    d = min(0.99, 2 / 11)  # (1 + n) / (10 + n) after the first update
+    assert torch.allclose(ema.model.weight, d * before + (1 - d))
+    for _ in range(2000):
+        ema.update(model)
+    assert torch.allclose(ema.model.weight, torch.ones(1, 2), atol=1e-6)
+    again = WeightEMA(torch.nn.Linear(2, 1), decay=0.99)
+    again.load_state_dict(ema.state_dict())
+    assert again.updates == 2001 and torch.equal(again.model.weight, ema.model.weight)
+
+
+def test_a_folder_at_64_px_with_an_average_trains_evaluates_and_keeps_it(tmp_path):
+    """--resolution's path on real image files: held at 73 px (64 / 0.875), random-resized
+    crops to 64, the deployment stem; the averaged weights are scored, checkpointed and what
+    model_from_checkpoint returns."""
+    from tests.evaluators.test_data import write_image_folder
+
+    root = write_image_folder(tmp_path / "images", per_class=8)
+    data = load_dataset("folder", data_dir=root, image_size=73, fit="crop")
+    config = TrainConfig(epochs=1, batch_size=8, threads=1, resolution=64, crop="resized",
+                         ema_decay=0.9, bn_recalibrate=16)
+    (tmp_path / "out").mkdir()
+    result = train_from_scratch(SMALL, data, config, out_dir=tmp_path / "out")
+    assert result.status == "finished" and result.config.stem_stride == 2
+    state = load_checkpoint(tmp_path / "out" / CHECKPOINT_NAME)
+    assert state["version"] == 2 and state["workers"] == 1 and state["ema"]["updates"] == 2
+    model, _ = model_from_checkpoint(tmp_path / "out" / CHECKPOINT_NAME)
+    for name, tensor in model.state_dict().items():
+        assert torch.equal(tensor, state["ema"]["weights"][name]), name
+    assert not torch.equal(state["ema"]["weights"]["classifier.weight"],
+                           state["model"]["classifier.weight"])
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        assert torch.allclose(model(x), result.model.cpu().float()(x), atol=1e-5)

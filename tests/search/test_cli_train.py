@@ -409,3 +409,32 @@ def test_a_run_written_by_format_version_1_resumes_for_another_epoch(tmp_path, c
     assert record["history"][1]["lr"] == pytest.approx(before["config"]["lr"] / 2)
     assert load_checkpoint(out / "checkpoint.pt")["epoch"] == 2
     assert {p.name for p in out.iterdir()} == OWN
+
+
+def test_resolution_builds_the_deployment_stem_and_reports_flops_at_both_sizes(tmp_path, capsys):
+    """--resolution 64 on a folder of real images: held at 73 px in memory, random-resized
+    crops to 64, stem stride 2; FLOPs at 64 (as trained) and at 224 (the convention)."""
+    import dataclasses
+
+    from tests.evaluators.test_data import write_image_folder
+
+    data = write_image_folder(tmp_path / "images", per_class=8)
+    out = tmp_path / "r64"
+    assert main(["train", "ghostnet_050", "--dataset", "folder", "--data-dir", str(data),
+                 "--resolution", "64", "--epochs", "1", "--batch-size", "8", "--threads", "1",
+                 "--out", str(out)]) == 0
+    text = capsys.readouterr().out
+    arch = dataclasses.replace(create_architecture("ghostnet_050"), num_classes=3)
+    at_64, at_224 = count(arch, resolution=64, stem_stride=2).flops, count(arch).flops
+    assert (f"{at_64 / 1e6:.1f}M FLOPs at 64x64 as trained, {at_224 / 1e6:.1f}M at 224x224"
+            in text)
+    record = json.loads((out / "train.json").read_text())
+    assert record["config"]["crop"] == "resized" and record["config"]["stem_stride"] == 2
+    assert record["model"]["flops_as_trained"] == at_64 and record["model"]["flops"] == at_224
+    assert record["input"]["shape"] == ["N", 3, 64, 64] and record["images_from"] == "memory"
+    assert record["input"]["preprocessing"].startswith("resize the shorter side to 73")
+    # without --resolution, a folder too large for memory is refused, naming the way out
+    one_line_error(capsys, ["train", "ghostnet_050", "--dataset", "folder", "--data-dir",
+                            str(data), "--epochs", "1", "--in-memory-limit", "0.00001",
+                            "--out", str(tmp_path / "big")], "over the in-memory limit",
+                   "--resolution")
