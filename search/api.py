@@ -6,6 +6,7 @@
     front = search.pareto_front(run.trials)                      # its Pareto set (a DataFrame)
     search.export("runs/first", best=True, out="best.json")      # as `search export --best`
     run = search.load_run("runs/first")                          # any run folder, also live
+    record = search.train("best.json", dataset="digits", epochs=30, out="runs/best")
 
 Options are keyword-only and named as the command line's (``--max-train`` is ``max_train``);
 a bad value raises :class:`space.UserError` (a ``ValueError``) with the one-line message the
@@ -26,7 +27,8 @@ from results.runfolder import RunFolder
 from search.driver import SearchInterrupted, run_search
 from search.settings import OBJECTIVES, RunSettings, SettingsError
 
-__all__ = ["run", "load_run", "pareto_front", "export", "SearchInterrupted", "AUTO_GPU_SHARE"]
+__all__ = ["run", "load_run", "pareto_front", "export", "train", "SearchInterrupted",
+           "AUTO_GPU_SHARE"]
 
 # One whole GPU per trial on CUDA: a fraction is a throughput bet that only a measurement of
 # trials sharing a GPU can settle (benchmarks/gpu_proxy.py, docs/gpus.md).
@@ -122,3 +124,33 @@ def _gpus(value: float | str) -> float:
     except (TypeError, ValueError):
         raise SettingsError(f"--gpus-per-trial: got {value!r}, expected a number such as 1, "
                             "0.5 or 0.25, or auto") from None
+
+
+def train(arch: str | os.PathLike, **options) -> dict:
+    """Train an architecture from scratch, as ``search train`` (same options as keyword
+    arguments: ``dataset``, ``epochs``, ``out``, ``resolution``, ``workers``, ``recipe``,
+    ``onnx``, ``resume``...); returns the run's record (``train.json``) as a dict.
+
+    The command's own steps run here, so the checks, messages, checkpoints and files are the
+    command line's; a bad option raises :class:`space.UserError`, a failed training
+    ``RuntimeError`` with its reason.
+    """
+    import argparse
+    import json
+
+    from search.commands import train as command
+    from search.commands.train_options import add_arguments
+
+    parser = argparse.ArgumentParser(add_help=False)
+    add_arguments(parser)
+    if "out" not in options:
+        raise TypeError("train() missing the keyword argument 'out' (the run's folder)")
+    args = parser.parse_args([os.fspath(arch), "--out", os.fspath(options["out"])])
+    unknown = sorted(set(options) - set(vars(args)))
+    if unknown:
+        raise TypeError(f"train() got an unexpected keyword argument {unknown[0]!r}")
+    vars(args).update({k: os.fspath(v) if isinstance(v, os.PathLike) else v
+                       for k, v in options.items()})
+    if command.run(args) != 0:
+        raise RuntimeError(f"training {arch} failed; see {args.out}/train.json")
+    return json.loads((Path(args.out) / "train.json").read_text(encoding="utf-8"))

@@ -44,3 +44,14 @@ def test_a_run_folder_loads_gives_its_front_and_exports(tmp_path):
     arch, provenance = load_architecture(out)
     assert provenance["trial_id"] == exported.trial["trial_id"] == front.sort_values(
         ["top1", "flops"], ascending=[False, True]).iloc[0]["trial_id"]
+
+
+def test_train_runs_the_train_commands_steps_and_returns_its_record(tmp_path):
+    record = search.train("ghostnet_050", dataset="digits", epochs=1, max_train=100,
+                          out=tmp_path / "t")
+    assert record["final"]["top1"] == record["history"][-1]["top1"]
+    assert (tmp_path / "t" / "checkpoint.pt").is_file()
+    with pytest.raises(TypeError, match="'bogus'"):
+        search.train("ghostnet_050", out=tmp_path / "u", bogus=1)
+    with pytest.raises(UserError):
+        search.train("ghostnet_050", out=tmp_path / "v")  # no --dataset: the command's error
