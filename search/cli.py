@@ -13,6 +13,7 @@ import sys
 import warnings
 
 from space import UserError
+from space.checks import one_line as _one_line
 
 __all__ = ["main", "build_parser", "CliParser", "EXIT_USAGE"]
 
@@ -79,14 +80,8 @@ def build_parser() -> CliParser:
 
 
 def one_line(message: str, limit: int = MAX_ERROR_CHARS) -> str:
-    """``message`` as one line of at most about ``limit`` characters: values quoted from a
-    user's file may hold newlines or be megabytes long; the start (what) and the end (the fix)
-    are kept."""
-    text = " ".join(str(message).split())
-    if len(text) <= limit:
-        return text
-    head = limit * 2 // 3
-    return f"{text[:head]} [...] {text[-(limit - head):]}"
+    """``message`` as the one line a user reads: its start (what) and end (the fix) kept."""
+    return _one_line(message, limit, keep_end=True)
 
 
 def _one_line_warning(message, category, filename, lineno, line=None) -> str:

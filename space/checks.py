@@ -23,6 +23,20 @@ class ArchitectureError(UserError):
     """An architecture value or file breaks a rule; the message names the field and what is allowed."""
 
 
+def one_line(text: Any, limit: int = 200, *, keep_end: bool = False) -> str:
+    """``text`` on one line of at most about ``limit`` characters, for quoting a file's content
+    or an exception in an error: values may hold newlines or be megabytes long. Cut at the end
+    ("..."), or with ``keep_end`` in the middle (" [...] "), keeping the start (what) and the
+    end (the fix) of a message."""
+    flat = " ".join(str(text).split())
+    if len(flat) <= limit:
+        return flat
+    if not keep_end:
+        return flat[:limit] + "..."
+    head = limit * 2 // 3
+    return f"{flat[:head]} [...] {flat[-(limit - head):]}"
+
+
 def shown(value: Any) -> str:
     """A value from a JSON file as the file wrote it: null, true/false, else Python's repr."""
     if value is None or isinstance(value, bool):

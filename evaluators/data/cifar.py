@@ -13,7 +13,8 @@ from typing import Any
 import numpy as np
 
 from evaluators.data.image_data import DataError
-from evaluators.data.source import Source, not_an_archive, one_line
+from evaluators.data.source import Source, not_an_archive
+from space.checks import one_line
 
 __all__ = ["CIFAR_URL", "read_cifar"]
 

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from evaluators.data.source import one_line
+from space.checks import one_line
 from space.io import atomic_write
 
 __all__ = ["default_cache_dir", "cache_entry", "read_entry", "write_entry"]

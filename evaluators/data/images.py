@@ -13,8 +13,8 @@ import numpy as np
 import torch
 
 from evaluators.data.image_data import DataError
-from evaluators.data.source import one_line
 from evaluators.transforms import crop_boxes
+from space.checks import one_line
 
 __all__ = ["FITS", "decode_crop", "decode_square", "read_header"]
 

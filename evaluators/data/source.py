@@ -6,13 +6,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
 from evaluators.data.image_data import DataError
 
-__all__ = ["Source", "not_an_archive", "one_line"]
+__all__ = ["Source", "not_an_archive"]
 
 
 @dataclass
@@ -25,13 +24,6 @@ class Source:
     test_x: np.ndarray | None
     test_y: np.ndarray | None
     classes: tuple[str, ...]
-
-
-def one_line(text: Any, limit: int = 200) -> str:
-    """``text`` on one line, cut at ``limit`` characters: for quoting a file's content or an
-    exception in an error."""
-    flat = " ".join(str(text).split())
-    return flat if len(flat) <= limit else flat[:limit] + "..."
 
 
 def not_an_archive(dataset: str, path: Path) -> None:

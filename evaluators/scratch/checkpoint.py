@@ -27,10 +27,11 @@ from evaluators.data import FolderFiles, ImageData
 from evaluators.scratch.config import TrainConfig
 from evaluators.training import ConfigError
 from space import ArchitectureError, UserError, architecture_from_dict
+from space.checks import one_line
 from space.io import atomic_write
 
 __all__ = ["CHECKPOINT_NAME", "CheckpointError", "check_resume", "data_info", "load_checkpoint",
-           "model_from_checkpoint", "one_line", "save_checkpoint"]
+           "model_from_checkpoint", "save_checkpoint"]
 
 CHECKPOINT_NAME = "checkpoint.pt"
 _FORMAT = "ghostnas-train-checkpoint"
@@ -45,12 +46,6 @@ _RESUMABLE_CHANGES = ("epochs", "device", "threads", "eval_batch_size", "workers
 
 class CheckpointError(UserError):
     """A checkpoint that cannot be read, is not ours, or does not match what is resumed."""
-
-
-def one_line(text: Any, limit: int = 300) -> str:
-    """``text`` on one line, cut at ``limit`` characters: for quoting an exception in an error."""
-    flat = " ".join(str(text).split())
-    return flat if len(flat) <= limit else flat[:limit] + "..."
 
 
 def save_checkpoint(path: str | os.PathLike, state: dict[str, Any]) -> None:
@@ -105,7 +100,7 @@ def _checkpoint_parts(state: dict[str, Any], path: Path) -> tuple[Any, TrainConf
     try:
         return architecture_from_dict(state["arch"]), TrainConfig.from_dict(state["config"])
     except (ArchitectureError, ConfigError, TypeError) as exc:
-        raise CheckpointError(f"checkpoint {str(path)!r}: {one_line(exc)}") from None
+        raise CheckpointError(f"checkpoint {str(path)!r}: {one_line(exc, 300)}") from None
 
 
 def model_from_checkpoint(path: str | os.PathLike) -> tuple[nn.Module, dict[str, Any]]:

@@ -34,7 +34,6 @@ from evaluators.scratch.checkpoint import (
     CheckpointError,
     check_resume,
     data_info,
-    one_line,
     save_checkpoint,
 )
 from evaluators.scratch.config import TrainConfig
@@ -58,6 +57,7 @@ from evaluators.training import (
     warmup_cosine,
 )
 from space import UserError, architecture_from_dict
+from space.checks import one_line
 
 __all__ = ["EpochRecord", "TrainProgress", "TrainResult", "TrainingSession", "train_from_scratch"]
 

@@ -22,9 +22,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from evaluators.scratch.checkpoint import one_line
 from space import UserError
-from space.checks import check_int
+from space.checks import check_int, one_line
 from space.io import atomic_write
 
 __all__ = ["OnnxError", "OnnxExport", "ONNX_OPSET", "export_onnx", "onnx_available"]
