@@ -4,8 +4,13 @@ from __future__ import annotations
 
 import os
 import random
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
 
 import pytest
+
+from tests.helpers import make_run
 
 
 @pytest.fixture(autouse=True, scope="session")
@@ -24,3 +29,16 @@ def _private_cache_dir(tmp_path_factory):
 @pytest.fixture
 def rng() -> random.Random:
     return random.Random(1234)
+
+
+@pytest.fixture(scope="session")
+def make_run_dir(tmp_path_factory: pytest.TempPathFactory) -> Callable[..., Path]:
+    """Factory: ``make_run_dir(**options)`` writes a new run folder with
+    :func:`~tests.helpers.make_run`'s ``options`` and returns its path. Session-scoped so
+    module-scoped fixtures can share one folder among the tests that only read it."""
+    def make(**options: Any) -> Path:
+        path = tmp_path_factory.mktemp("run")
+        make_run(path, **options)
+        return path
+
+    return make

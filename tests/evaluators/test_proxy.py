@@ -25,8 +25,7 @@ from evaluators.proxy import (
 from evaluators.training import evaluate, recalibrate_bn
 from evaluators.transforms import augment_batch, normalize, resize_images
 from space import Architecture, create_architecture
-from tests.evaluators.test_data import write_cifar10, write_cifar100, write_image_folder
-from tests.helpers import SMALL_ARCH
+from tests.helpers import SMALL_ARCH, write_cifar10, write_cifar100, write_image_folder
 
 SMALL = SMALL_ARCH
 

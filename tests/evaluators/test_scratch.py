@@ -432,7 +432,7 @@ def test_a_folder_at_64_px_with_an_average_trains_evaluates_and_keeps_it(tmp_pat
     """--resolution's path on real image files: held at 73 px (64 / 0.875), random-resized
     crops to 64, the deployment stem; the averaged weights are scored, checkpointed and what
     model_from_checkpoint returns."""
-    from tests.evaluators.test_data import write_image_folder
+    from tests.helpers import write_image_folder
 
     root = write_image_folder(tmp_path / "images", per_class=8)
     data = load_dataset("folder", data_dir=root, image_size=73, fit="crop")

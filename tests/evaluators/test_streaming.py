@@ -26,7 +26,7 @@ from evaluators.transforms import (
     resize_images,
     resized_crop_batch,
 )
-from tests.evaluators.test_data import write_image_folder
+from tests.helpers import write_image_folder
 
 R = 16  # training resolution of these tests
 S = eval_side(R)  # the side images are held at

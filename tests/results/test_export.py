@@ -12,7 +12,7 @@ from results.export import ExportError, export_architecture, provenance, select_
 from results.runfolder import RunFolder
 from results.table import load_run
 from space import architecture_from_dict, load_architecture
-from tests.results._runs import make_run
+from tests.helpers import make_run
 
 
 @pytest.fixture(scope="module")

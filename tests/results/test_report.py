@@ -28,7 +28,7 @@ from results.report import (
 from results.runfolder import RunFolder, RunFolderError
 from results.table import load_run
 from space import create_architecture
-from tests.results._runs import REFERENCES, make_run, row_for
+from tests.helpers import REFERENCES, make_run, row_for
 
 
 @pytest.fixture(scope="module")

@@ -16,7 +16,7 @@ import pytest
 
 from results.report import PLOT_IDS, write_report
 from results.runfolder import RunFolder
-from tests.results._runs import REFERENCES, make_run
+from tests.helpers import REFERENCES, make_run
 
 CHROMIUM = Path("/usr/bin/chromium")
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",

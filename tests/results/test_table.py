@@ -11,7 +11,7 @@ import pytest
 
 from results.runfolder import CURVE_COLUMNS, TRIAL_COLUMNS, RunFolder, RunFolderError
 from results.table import DESIGN_COLUMNS, load_run, usable
-from tests.results._runs import REFERENCES, make_run
+from tests.helpers import REFERENCES, make_run
 
 
 def expected_design(arch_json: str) -> dict:

@@ -32,9 +32,7 @@ from search.settings import RunSettings
 from space import create_architecture
 from space.io import MAX_JSON_BYTES
 from space.search_space import default_space
-from tests.evaluators.test_data import write_cifar10, write_image_folder
-from tests.results._runs import make_run
-from tests.search._procs import free_port
+from tests.helpers import free_port, make_run, write_cifar10, write_image_folder
 
 ROOT = Path(__file__).resolve().parents[2]
 RUN_SECONDS = 45  # a 'run' case must fail long before a search could have started

@@ -15,30 +15,19 @@ from results import load_run, pareto_table
 from results.runfolder import RunFolder
 from search.cli import main
 from space import load_architecture
-from tests.results._runs import make_run
+from tests.helpers import one_line_error
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
-def run_dir(tmp_path_factory):
-    path = tmp_path_factory.mktemp("run")
-    make_run(path, n=10, failed=2)
-    return path
+def run_dir(make_run_dir):
+    return make_run_dir(n=10, failed=2)
 
 
 @pytest.fixture(scope="module")
 def rows(run_dir):
     return RunFolder(run_dir).read_trials()
-
-
-def one_line_error(capsys, argv, *match):
-    assert main(argv) == 2
-    err = capsys.readouterr().err
-    assert err.count("\n") == 1 and err.startswith("error: ") and "Traceback" not in err, err
-    for m in match:
-        assert m in err, (m, err)
-    return err
 
 
 def test_report_prints_path_and_pareto_table(run_dir, tmp_path, capsys):

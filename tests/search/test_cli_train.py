@@ -19,8 +19,7 @@ from evaluators.scratch import TrainProgress, load_checkpoint, model_from_checkp
 from search.cli import main
 from search.progress import TrainDisplay
 from space import create_architecture, load_architecture
-from tests.evaluators.test_data import write_cifar10
-from tests.results._runs import make_run
+from tests.helpers import make_run, one_line_error, write_cifar10
 
 ROOT = Path(__file__).resolve().parents[2]
 # A run of format version 1 (checkpoint, train.json, arch.json) as 'search train' wrote it
@@ -30,15 +29,6 @@ CHECKPOINT_V1 = ROOT / "tests" / "data" / "checkpoint_v1"
 OWN = {"checkpoint.pt", "train.json", "arch.json"}
 # 64 digits at their native 8x8: about a second per run of ghostnet_050 on one thread.
 TINY = ["--dataset", "digits", "--max-train", "64", "--threads", "1"]
-
-
-def one_line_error(capsys, argv, *match, code=2):
-    assert main(argv) == code
-    err = capsys.readouterr().err
-    assert err.count("\n") == 1 and err.startswith("error: ") and "Traceback" not in err, err
-    for m in match:
-        assert m in err, (m, err)
-    return err
 
 
 def _snapshot(folder: Path) -> dict[str, int]:
@@ -345,7 +335,7 @@ def test_progress_bar_on_a_terminal():
 def test_a_folder_data_set_is_decoded_once_into_the_cache(tmp_path, monkeypatch):
     """``train`` keeps decoded folder images in ``$XDG_CACHE_HOME/ghostnas`` like ``run``: a
     second training reads them back instead of decoding every file again."""
-    from tests.evaluators.test_data import write_image_folder
+    from tests.helpers import write_image_folder
 
     data = write_image_folder(tmp_path / "images")
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
@@ -416,7 +406,7 @@ def test_resolution_builds_the_deployment_stem_and_reports_flops_at_both_sizes(t
     crops to 64, stem stride 2; FLOPs at 64 (as trained) and at 224 (the convention)."""
     import dataclasses
 
-    from tests.evaluators.test_data import write_image_folder
+    from tests.helpers import write_image_folder
 
     data = write_image_folder(tmp_path / "images", per_class=8)
     out = tmp_path / "r64"

@@ -31,7 +31,7 @@ from pathlib import Path
 import pytest
 
 from results.runfolder import RunFolder
-from tests.search._procs import cmdline, free_port, kill_session, session_pids
+from tests.helpers import cmdline, free_port, kill_session, session_pids
 
 ROOT = Path(__file__).resolve().parents[2]
 RAY = str(Path(sys.executable).with_name("ray"))

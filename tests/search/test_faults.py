@@ -22,7 +22,7 @@ from results.runfolder import RunFolder, RunFolderError
 from search.journal import STUDY_NAME, open_storage, study_exists
 from search.settings import RunSettings
 from space import create_architecture
-from tests.results._runs import make_run, row_for
+from tests.helpers import make_run, row_for
 
 ROOT = Path(__file__).resolve().parents[2]
 TINY = ["--budget", "60MFLOPs", "--epochs", "1", "--max-train", "200", "--seed", "5",

@@ -10,7 +10,7 @@ import evaluators.latency as latency
 from results.runfolder import RunFolder, RunFolderError
 from search.latency_phase import REFERENCE_KEY, measure_latencies, run_reference_ms
 from space import create_architecture
-from tests.results._runs import row_for
+from tests.helpers import row_for
 
 
 def _run(tmp_path, meta):

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from results.runfolder import RunFolder
-from tests.search._procs import descendants, is_loopback, listening
+from tests.helpers import descendants, is_loopback, listening
 
 ROOT = Path(__file__).resolve().parents[2]
 TRIALS = 4

@@ -190,7 +190,7 @@ def test_ctrl_c_stops_the_run_with_130_and_it_resumes(tmp_path):
     """Ctrl-C in a terminal sends SIGINT to the whole foreground process group (the driver and
     its private Ray cluster): the run stops with exit 130 and a line on how to continue, prints
     no report as if it had finished, leaves no process behind, and resumes to the total."""
-    from tests.search._procs import session_pids
+    from tests.helpers import session_pids
 
     out = tmp_path / "interrupted"
     args = [*TINY, "--trials", "4", "--no-references", "--out", str(out)]

@@ -11,8 +11,7 @@ import pytest
 from evaluators.scratch import TrainProgress, load_checkpoint
 from search.cli import main
 from search.progress import TrainDisplay
-from tests.evaluators.test_data import write_image_folder
-from tests.search.test_cli_train import one_line_error
+from tests.helpers import one_line_error, write_image_folder
 
 
 @pytest.mark.slow
