@@ -135,7 +135,12 @@ def init_ray(given: str | None) -> None:
             raise _join_error(address, address_option(given), exc) from None
         return
     # A private, local cluster: every Ray server on loopback (RAY_SINGLE_MACHINE_ENV, set
-    # above before Ray is imported), and no dashboard.
+    # above before Ray is imported), and no dashboard. Ray reads that variable once, at import:
+    # where something imported Ray earlier (a notebook, a test session), its constant is set too.
+    from ray._private import ray_constants
+
+    if getattr(ray_constants, "ENABLE_RAY_CLUSTER", False):
+        ray_constants.ENABLE_RAY_CLUSTER = False
     ray.init(include_dashboard=False, _node_ip_address="127.0.0.1", **common)
     host = ray.get_runtime_context().gcs_address.rpartition(":")[0].strip("[]")
     if not ipaddress.ip_address(host).is_loopback:
