@@ -32,8 +32,10 @@ from space.io import atomic_write_text
 __all__ = ["CACHE_VERSION", "EPOCH_FIELDS", "EvaluationCache", "cache_key", "data_identity"]
 
 CACHE_VERSION = 1
-# what each epoch's report keeps: the proxy's own per-epoch figures, all finite and >= 0
+# what each epoch's report keeps: the proxy's own per-epoch figures, all finite and >= 0, and
+# (optionally) which held-out images it got right, as the proxy's hex bitmap
 EPOCH_FIELDS = ("epoch", "top1", "loss", "train_seconds", "proxy_seconds", "images_per_second")
+OPTIONAL_FIELDS = ("hits",)
 _MAX_ENTRY_BYTES = 1 << 20
 
 
@@ -89,7 +91,11 @@ class EvaluationCache:
             return None
         out = []
         for n, rep in enumerate(reports, start=1):
-            if not isinstance(rep, dict) or set(rep) != set(EPOCH_FIELDS):
+            if not isinstance(rep, dict) or not set(EPOCH_FIELDS) <= set(rep) \
+                    or not set(rep) <= set(EPOCH_FIELDS + OPTIONAL_FIELDS):
+                return None
+            hits = rep.get("hits", "")
+            if not isinstance(hits, str) or any(c not in "0123456789abcdef" for c in hits):
                 return None
             values = [rep[f] for f in EPOCH_FIELDS]
             if not all(isinstance(v, (int, float)) and not isinstance(v, bool)
@@ -97,7 +103,7 @@ class EvaluationCache:
                 return None
             if rep["epoch"] != n or rep["top1"] > 100:
                 return None
-            out.append({f: float(rep[f]) for f in EPOCH_FIELDS})
+            out.append({**{f: float(rep[f]) for f in EPOCH_FIELDS}, "hits": hits})
         return out
 
     def put(self, key: str, reports: Sequence[Mapping[str, float]], *,
@@ -106,7 +112,9 @@ class EvaluationCache:
         keeping beside it for a reader, such as the architecture and settings)."""
         entry = {"version": CACHE_VERSION, "key": key,
                  "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-                 "epochs": [{f: float(r[f]) for f in EPOCH_FIELDS} for r in reports],
+                 "epochs": [{**{f: float(r[f]) for f in EPOCH_FIELDS},
+                             **({"hits": r["hits"]} if r.get("hits") else {})}
+                            for r in reports],
                  **({"about": dict(about)} if about else {})}
         self.folder.mkdir(parents=True, exist_ok=True)
         atomic_write_text(self.path(key), json.dumps(entry, indent=1, sort_keys=True) + "\n")

@@ -34,6 +34,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import torch
 
 from evaluators.batches import DeviceBatches, images_on_device
@@ -55,7 +56,7 @@ from evaluators.training import (
 )
 
 __all__ = ["ProxyConfig", "ConfigError", "EpochReport", "ProxyResult", "PRESETS", "STATUSES",
-           "RECIPE_VERSION",
+           "RECIPE_VERSION", "hits_to_hex", "hits_from_hex", "SEED_SD", "seed_sd",
            "proxy_config", "train_proxy"]
 
 STATUSES = ("finished", "early_stopped", "failed")
@@ -120,6 +121,22 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 
 
+# The seed-to-seed standard deviation of top-1 (points) of a data set's default proxy, as
+# measured by benchmarks/proxy_budget.py (the record is named beside each value): the noise a
+# run's comparisons count beyond the held-out images' binomial error. Absent: not measured yet.
+SEED_SD: dict[str, tuple[float, str]] = {}
+
+
+def seed_sd(dataset: str, config: ProxyConfig) -> tuple[float, str] | None:
+    """(standard deviation in points, its record) for ``config`` on ``dataset``, when it is the
+    data set's default proxy and that was measured; None otherwise."""
+    if dataset not in SEED_SD or config != proxy_config(dataset, seed=config.seed,
+                                                         threads=config.threads,
+                                                         device=config.device):
+        return None
+    return SEED_SD[dataset]
+
+
 def proxy_config(dataset: str, **overrides: Any) -> ProxyConfig:
     """ProxyConfig for ``dataset`` (a key of :data:`PRESETS`) with ``overrides`` applied."""
     if dataset not in PRESETS:
@@ -138,6 +155,9 @@ class EpochReport:
     loss: float  # mean training loss of the epoch (cross-entropy with label smoothing, nats)
     seconds: float  # cumulative training wall time (evaluation not included)
     images: int  # cumulative training images processed (each epoch's ragged last batch dropped)
+    # which held-out images it got right, in order: a bitmap as hex (hits_from_hex reads it);
+    # two networks scored on the same images are compared image by image (a paired error)
+    hits: str = ""
 
 
 @dataclass(frozen=True)
@@ -165,6 +185,20 @@ class _Progress:
     curve: list[EpochReport] = dataclasses.field(default_factory=list)
     images: int = 0
     train_seconds: float = 0.0
+
+
+def hits_to_hex(hits: torch.Tensor) -> str:
+    """Per-image correctness (bool, in the held-out split's order) as a hex bitmap."""
+    return np.packbits(hits.to("cpu").numpy().astype(np.uint8)).tobytes().hex()
+
+
+def hits_from_hex(text: str, n: int) -> np.ndarray:
+    """The bool array of ``n`` images that :func:`hits_to_hex` wrote; ValueError if ``text``
+    is not such a bitmap."""
+    raw = bytes.fromhex(text)
+    if len(raw) != (n + 7) // 8:
+        raise ValueError(f"hits: {len(raw)} bytes for {n} images")
+    return np.unpackbits(np.frombuffer(raw, dtype=np.uint8))[:n].astype(bool)
 
 
 def train_proxy(arch: Any, data: ImageData, config: ProxyConfig, *,
@@ -250,13 +284,15 @@ def _train(arch: Any, data: ImageData, eval_x: torch.Tensor, eval_y: torch.Tenso
         progress.images += stats.steps * batches.batch_size
         if stats.bad_step:
             return "failed", stats.failure(epoch)
+        hits: list[torch.Tensor] = []
         top1 = score(model, batches, ex, ey, recalibrate=config.bn_recalibrate,
                      resolution=config.resolution, batch_size=config.eval_batch_size,
-                     channels_last=config.channels_last, amp=amp)
+                     channels_last=config.channels_last, amp=amp, hits=hits)
         if math.isnan(top1):
             return "failed", f"non-finite outputs (nan/inf) at evaluation after epoch {epoch}"
         epoch_report = EpochReport(epoch=epoch, top1=top1, loss=stats.loss,
-                                   seconds=progress.train_seconds, images=progress.images)
+                                   seconds=progress.train_seconds, images=progress.images,
+                                   hits=hits_to_hex(torch.cat(hits)))
         progress.curve.append(epoch_report)
         if report is not None and report(epoch_report):
             return "early_stopped", ""

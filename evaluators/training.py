@@ -352,10 +352,12 @@ def recalibrate_bn(model: nn.Module, batches: Iterable[torch.Tensor]) -> None:
 
 @torch.inference_mode()
 def top1_counts(model: nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Tensor]], *,
-                amp: torch.dtype | None = None) -> tuple[torch.Tensor, int, torch.Tensor]:
+                amp: torch.dtype | None = None, hits: list[torch.Tensor] | None = None
+                ) -> tuple[torch.Tensor, int, torch.Tensor]:
     """(correct predictions, images, all outputs finite) of ``model`` in eval mode over
     ``batches`` of model inputs and labels; the counts stay on the device (a data-parallel run
-    sums them over its workers). The model's train/eval mode is restored afterwards."""
+    sums them over its workers). The model's train/eval mode is restored afterwards. ``hits``,
+    if given, receives each batch's per-image correctness (bool, on the device), in order."""
     device = next(model.parameters()).device
     was_training = model.training
     model.eval()
@@ -365,7 +367,10 @@ def top1_counts(model: nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Te
     for xb, yb in batches:
         with autocast(device, amp):
             logits = model(xb)  # (B, num_classes)
-        correct += (logits.argmax(1) == yb).sum()
+        right = logits.argmax(1) == yb  # (B,)
+        correct += right.sum()
+        if hits is not None:
+            hits.append(right)
         finite &= torch.isfinite(logits).all()
         images += len(yb)
     model.train(was_training)
@@ -374,7 +379,7 @@ def top1_counts(model: nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Te
 
 def evaluate(model: nn.Module, x_uint8: torch.Tensor, y: torch.Tensor, *, resolution: int,
              batch_size: int = 512, channels_last: bool = True,
-             amp: torch.dtype | None = None) -> float:
+             amp: torch.dtype | None = None, hits: list[torch.Tensor] | None = None) -> float:
     """Top-1 (percent) of ``model`` on uint8 images (resized to ``resolution``), in eval mode,
     on the model's device; the model's train/eval mode is restored afterwards. NaN if any
     output is non-finite: weights that diverged in the last steps give NaN logits whose argmax
@@ -390,20 +395,20 @@ def evaluate(model: nn.Module, x_uint8: torch.Tensor, y: torch.Tensor, *, resolu
             yield (norm(resize_images(xb, resolution), channels_last=channels_last),
                    y[i:i + batch_size].to(device, non_blocking=True))
 
-    correct, images, finite = top1_counts(model, batches(), amp=amp)
+    correct, images, finite = top1_counts(model, batches(), amp=amp, hits=hits)
     return 100.0 * correct.item() / images if bool(finite) else math.nan
 
 
 def score(model: nn.Module, batches: BatchSource, x_uint8: torch.Tensor, y: torch.Tensor, *,
           recalibrate: int, resolution: int, batch_size: int, channels_last: bool,
-          amp: torch.dtype | None) -> float:
+          amp: torch.dtype | None, hits: list[torch.Tensor] | None = None) -> float:
     """:func:`evaluate` after recomputing the BatchNorm statistics on ``recalibrate`` training
     images of ``batches`` (0: keep the running averages). Leaves the model in training mode."""
     if recalibrate:
         with autocast(next(model.parameters()).device, amp):
             recalibrate_bn(model, batches.calibration(recalibrate))
     top1 = evaluate(model, x_uint8, y, resolution=resolution, batch_size=batch_size,
-                    channels_last=channels_last, amp=amp)
+                    channels_last=channels_last, amp=amp, hits=hits)
     model.train()
     return top1
 

@@ -10,7 +10,10 @@ Definitions (the project's ``SCIENCE.md``):
   (:func:`space.search_space.edits`) is that reference's **neighbour**, reported apart from new
   designs: the gap is given over all candidates and over non-neighbours;
 - **hypervolume gained**: ``HV(candidates + references) / HV(references)`` on the top1/FLOPs
-  plane up to the reference point (1.0: the search added nothing to the hand design's front).
+  plane up to the reference point (1.0: the search added nothing to the hand design's front);
+- each gap carries its standard error (:mod:`results.noise`: paired on the same held-out images
+  where both networks' hits are recorded) and a verdict: ``beats``, ``ties`` (matched within
+  noise) or ``trails``.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from typing import NamedTuple
 import numpy as np
 import pandas as pd
 
+from results.noise import Noise, verdict
 from results.pareto import hypervolume
 from results.runfolder import parse_arch_cell
 from results.table import competing
@@ -46,6 +50,17 @@ class Standing(NamedTuple):
     gap: float  # best_top1 - ref_top1, points of top-1 (NaN without a candidate)
     best_new: str | None  # the same among candidates that are no reference's neighbour
     gap_new: float
+    gap_se: float = math.nan  # standard error of gap, points (NaN: noise not known)
+    gap_new_se: float = math.nan
+
+    @property
+    def verdict(self) -> str:
+        """``beats``, ``ties`` (matched within noise), ``trails`` or ``unknown``."""
+        return verdict(self.gap, self.gap_se)
+
+    @property
+    def verdict_new(self) -> str:
+        return verdict(self.gap_new, self.gap_new_se)
 
     @property
     def matched(self) -> bool:
@@ -78,20 +93,28 @@ def neighbours(trials: pd.DataFrame, *, max_edits: int = NEIGHBOUR_EDITS) -> dic
     return out
 
 
-def _best(pool: pd.DataFrame, cost: str, limit: float) -> tuple[str | None, float, float]:
+def _best(pool: pd.DataFrame, cost: str, limit: float) -> pd.Series | None:
     rows = pool[pool[cost] <= limit]
     if rows.empty:
-        return None, math.nan, math.nan
-    top = rows.sort_values(["top1", cost, "trial_id"], ascending=[False, True, True],
-                           kind="stable").iloc[0]
-    return str(top["trial_id"]), float(top["top1"]), float(top[cost])
+        return None
+    return rows.sort_values(["top1", cost, "trial_id"], ascending=[False, True, True],
+                            kind="stable").iloc[0]
+
+
+def _se(best: pd.Series | None, ref, noise: Noise | None) -> float:
+    if best is None or noise is None:
+        return math.nan
+    return noise.difference_se(float(best["top1"]), float(ref.top1),
+                               a_hits=str(best.get("hits", "")), b_hits=str(ref.hits))
 
 
 def reference_standing(trials: pd.DataFrame, *, cost: str = "flops",
-                       near: dict[str, str] | None = None) -> list[Standing]:
+                       near: dict[str, str] | None = None,
+                       noise: Noise | None = None) -> list[Standing]:
     """Each reference with a finished result and a ``cost`` against the candidates (that
     finished every epoch) at no more ``cost``; ``near``: :func:`neighbours` of the candidates
-    (computed when not given)."""
+    (computed when not given); ``noise``: the run's (:func:`results.noise.run_noise`), for each
+    gap's standard error."""
     near = neighbours(trials) if near is None else near
     cands = trials[(trials["kind"] == "candidate") & competing(trials, x=cost)]
     new = cands[~cands["trial_id"].isin(list(near))]
@@ -99,12 +122,16 @@ def reference_standing(trials: pd.DataFrame, *, cost: str = "flops",
     out = []
     for r in refs.sort_values([cost, "trial_id"], kind="stable").itertuples(index=False):
         limit, top1 = float(getattr(r, cost)), float(r.top1)
-        best, best_top1, best_cost = _best(cands, cost, limit)
-        best_new, new_top1, _ = _best(new, cost, limit)
+        best, best_new = _best(cands, cost, limit), _best(new, cost, limit)
         out.append(Standing(
             reference=r.name or r.trial_id, cost=cost, ref_cost=limit, ref_top1=top1,
-            best=best, best_top1=best_top1, best_cost=best_cost, gap=best_top1 - top1,
-            best_new=best_new, gap_new=new_top1 - top1))
+            best=None if best is None else str(best["trial_id"]),
+            best_top1=math.nan if best is None else float(best["top1"]),
+            best_cost=math.nan if best is None else float(best[cost]),
+            gap=(math.nan if best is None else float(best["top1"])) - top1,
+            best_new=None if best_new is None else str(best_new["trial_id"]),
+            gap_new=(math.nan if best_new is None else float(best_new["top1"])) - top1,
+            gap_se=_se(best, r, noise), gap_new_se=_se(best_new, r, noise)))
     return out
 
 

@@ -11,6 +11,7 @@ import math
 
 from evaluators.budget import format_flops
 from results.compare import neighbours, reference_standing
+from results.noise import run_noise
 from results.pareto import pareto_front
 from results.report.compute import export_command
 from results.table import RunData, candidates
@@ -41,23 +42,25 @@ def standing_lines(run: RunData) -> list[str]:
     """Where the hand design stands (:mod:`results.compare`): per reference model, the best
     candidate at no more FLOPs and the top1 difference; empty without references."""
     near = neighbours(run.trials)
-    rows = reference_standing(run.trials, near=near)
+    rows = reference_standing(run.trials, near=near, noise=run_noise(run.meta))
     if not rows:
         return []
     matched = sum(s.matched for s in rows)
+    beaten = sum(s.verdict == "beats" for s in rows)
     lines = [f"Reference models against the best candidate at no more FLOPs (proxy top1 %; "
-             f"{matched} of {len(rows)} matched or beaten, "
+             f"{matched} of {len(rows)} matched or beaten, {beaten} beyond the noise; "
              f"{sum(s.matched_new for s in rows)} by candidates that are no reference's "
-             "neighbour):",
+             "neighbour). gap = candidate - reference, ± two standard errors:",
              f"{'reference':<24}{'top1 %':>8}{'FLOPs':>9}  {'best candidate':<16}{'top1 %':>8}"
-             f"{'FLOPs':>9}{'gap':>8}"]
+             f"{'FLOPs':>9}  {'gap':<22}"]
     for s in rows:
         if s.best is None:
-            best = f"{'(none that cheap)':<16}{'':>8}{'':>9}{'':>8}"
+            best = "(none that cheap)"
         else:
             tag = f"{s.best}{' (n)' if s.best in near else ''}"
-            best = (f"{tag:<16}{s.best_top1:>8.2f}{format_flops(s.best_cost):>9}"
-                    f"{s.gap:>+8.2f}")
+            noise = f" ±{2 * s.gap_se:.1f} {s.verdict}" if s.gap_se == s.gap_se else ""
+            best = (f"{tag:<16}{s.best_top1:>8.2f}{format_flops(s.best_cost):>9}  "
+                    f"{s.gap:+.2f}{noise}")
         lines.append(f"{s.reference:<24}{s.ref_top1:>8.2f}{format_flops(s.ref_cost):>9}  {best}")
     if near:
         lines.append("(n): within two edits of a reference model (its neighbour, not a new "

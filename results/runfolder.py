@@ -58,14 +58,16 @@ __all__ = ["TRIAL_COLUMNS", "CURVE_COLUMNS", "STATUSES", "KINDS", "RunFolder", "
 # number        the Optuna trial number ("" for references)
 # finished_at   ISO-8601 UTC time the row was written (milliseconds)
 # cached        True when the result came from the evaluation cache (--eval-cache), not trained
+# hits          which held-out images the last epoch got right, in order: a hex bitmap (for
+#               paired comparisons of two networks on the same images); "" when not recorded
 TRIAL_COLUMNS = ("trial_id", "kind", "name", "status", "top1", "loss", "flops", "params",
                  "latency_ms", "latency_source", "epochs", "seconds", "proxy_seconds",
                  "train_seconds", "images_per_second", "error", "arch", "number", "finished_at",
-                 "cached")
+                 "cached", "hits")
 # The run folder's format version, kept in run.json as "schema" (absent: 1). Each version's
 # added columns may be missing from an older run's files: they read as empty.
 SCHEMA_VERSION = 2
-ADDED_COLUMNS = {"cached": 2}
+ADDED_COLUMNS = {"cached": 2, "hits": 2}
 CURVE_COLUMNS = ("trial_id", "epoch", "top1", "loss", "seconds")
 # finished: trained all epochs; early_stopped: stopped by the scheduler with a top1 from
 # fewer epochs; failed: raised, NaN/inf loss, out of memory (see error).
@@ -136,6 +138,8 @@ def _parse(column: str, text: str) -> Any:
             limit = "0-100 (percent)" if column == "top1" else "a finite number, 0 or more"
             raise ValueError(f"{column} {text!r} is not {limit}")
         return value
+    if column == "hits" and text.strip("0123456789abcdef"):
+        raise ValueError("hits is not a hex bitmap")
     if column in _BOOL:
         if text not in ("true", "false"):
             raise ValueError(f"{column} {text!r} is not true or false")

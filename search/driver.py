@@ -33,7 +33,8 @@ from evaluators import data as datasets
 from evaluators.budget import check_budget_reachable, format_flops
 from evaluators.cache import cache_key, data_identity
 from evaluators.flops import FlopsRange, count, flops_range
-from evaluators.proxy import ProxyConfig, proxy_config
+from evaluators.proxy import ProxyConfig, proxy_config, seed_sd
+from results.noise import run_noise
 from results.runfolder import SCHEMA_VERSION, RunFolder, RunFolderError, probe_writable
 from results.table import best_candidate
 from search.candidates import CandidateSource, make_sampler
@@ -338,7 +339,8 @@ class SearchDriver:
                 search_alg=GhostSearcher(self), num_samples=-1,
                 scheduler=make_scheduler(settings.scheduler, epochs=epochs, rows=self.rows,
                                          curves=self.curves, objectives=settings.objectives,
-                                         held_out=int(data.val_x.shape[0])),
+                                         held_out=int(data.val_x.shape[0]),
+                                         seed_sd=run_noise(self.meta).seed_sd),
                 reuse_actors=True,  # a new worker per trial starts a process and imports torch
                 # Never propose more trials than can start: a proposal made early, only to wait
                 # for a free slot, is made with less information.
@@ -534,9 +536,20 @@ def _start_meta(folder: RunFolder, settings: RunSettings, *, resumed: bool, prox
                  "classes": data.num_classes, "image_side": int(data.train_x.shape[-1])},
         "flops_convention": "multiply-accumulates of Conv2d+Linear at 224x224, 1000 classes",
         "space_flops_range": [flops.min_flops, flops.max_flops], "schema": SCHEMA_VERSION,
+        "proxy_noise": _proxy_noise(settings, proxy),
     })
     folder.write_meta(meta)
     return meta
+
+
+def _proxy_noise(settings: RunSettings, proxy: ProxyConfig) -> dict:
+    """run.json's ``proxy_noise``: the proxy's measured seed spread, where known, that
+    comparisons of this run's top-1 figures count beyond the held-out images' binomial error."""
+    known = seed_sd(settings.dataset, proxy)
+    if known is None:
+        return {"seed_sd": None, "source": "not measured for these proxy settings; only the "
+                "held-out images' binomial error is counted"}
+    return {"seed_sd": known[0], "source": known[1]}
 
 
 def _log_start(driver: SearchDriver, *, resumed: bool, proxy: ProxyConfig,
@@ -590,6 +603,7 @@ def _trial_row(config: dict, result: dict, *, status: str, error: str,
         "train_seconds": result.get("train_seconds"),
         "images_per_second": result.get("images_per_second"), "error": error,
         "cached": bool(result.get("cached", False)),
+        "hits": "" if status == "failed" else result.get("hits", ""),
         "arch": json.dumps(config["arch"], separators=(",", ":")),
         "number": config["number"], "finished_at": _now(),
     }

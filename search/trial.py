@@ -72,7 +72,8 @@ def proxy_trial(config: dict[str, Any], data: Any = None) -> None:
         reports.append({"epoch": epoch.epoch, "top1": epoch.top1, "loss": epoch.loss,
                         "train_seconds": epoch.seconds,
                         "proxy_seconds": time.perf_counter() - start,
-                        "images_per_second": epoch.images / max(epoch.seconds, 1e-9)})
+                        "images_per_second": epoch.images / max(epoch.seconds, 1e-9),
+                        "hits": epoch.hits})
         tune.report({**base, **reports[-1], "status": "finished" if done else "running"})
 
     try:

@@ -19,6 +19,7 @@ import pandas as pd
 
 from evaluators.budget import format_flops
 from results.compare import Standing, hypervolume_gain, neighbours, reference_standing
+from results.noise import run_noise
 from results.pareto import (
     History,
     best_under_budget_history,
@@ -128,9 +129,10 @@ def compute_standing(run: RunData) -> StandingData:
     t = run.trials
     near = neighbours(t)
     ref = reference_point(t, run.meta, x="flops")
+    noise = run_noise(run.meta)
     return StandingData(
-        flops=reference_standing(t, cost="flops", near=near),
-        latency=reference_standing(t, cost="latency_ms", near=near),
+        flops=reference_standing(t, cost="flops", near=near, noise=noise),
+        latency=reference_standing(t, cost="latency_ms", near=near, noise=noise),
         neighbours=near,
         hv_gain=hypervolume_gain(t, ref_x=ref[0], ref_y=ref[1]) if ref else math.nan)
 

@@ -282,10 +282,21 @@ def _standing_rows(rows: list, near: dict[str, str], unit: str) -> list[list[str
                                              if st.best in near else ""))
         new = "–" if st.best_new is None else f"<code>{_e(st.best_new)}</code> " \
             f"({number(st.gap_new, '+.2f')})"
+        gap = number(st.gap, "+.2f")
+        if st.gap_se == st.gap_se:
+            gap += f" ±{2 * st.gap_se:.1f} ({st.verdict})"
         out.append([_e(st.reference), number(st.ref_top1, ".2f"),
                     number(st.ref_cost / scale, ".1f"), best, number(st.best_top1, ".2f"),
-                    number(st.best_cost / scale, ".1f"), number(st.gap, "+.2f"), new])
+                    number(st.best_cost / scale, ".1f"), gap, new])
     return out
+
+
+def _noise_text(page: Page) -> str:
+    noise = page.run.meta.get("proxy_noise") or {}
+    sd = noise.get("seed_sd")
+    return (f"{sd:.2f} points, {noise.get('source', '')}" if isinstance(sd, (int, float))
+            else "not measured for these proxy settings, so only the held-out images' error "
+            "counts")
 
 
 def standing_section(page: Page) -> str:
@@ -304,8 +315,9 @@ def standing_section(page: Page) -> str:
                f"proxy top-1). {matched} of {len(st.flops)} references matched or beaten; the "
                "last column counts only new designs (not within two edits of a reference). "
                "Hypervolume of candidates and references together over the references' own "
-               f"(top1/FLOPs, up to the budget): {gain}. One seed's proxy results: a gap "
-               "within the proxy's noise is a tie.</p>")
+               f"(top1/FLOPs, up to the budget): {gain}. Each gap is given ± two standard "
+               "errors (paired on the same held-out images, plus the proxy's measured seed "
+               f"spread: {_e(_noise_text(page))}); a gap within them is a tie.</p>")
     header = ["reference", "top1 %", "{}", "best candidate at no more", "top1 %", "{}",
               "gap", "best new design (gap)"]
     for rows, unit, ident in ((st.flops, "M MACs", "standing-flops"),
