@@ -1,5 +1,6 @@
 """Test helpers shared by the test packages, in one place: architectures, data files in their
-real formats, run folders, the CLI's one-line errors, and processes and sockets from /proc."""
+real formats, run folders, the CLI's one-line errors and the CLI as many processes, and
+processes and sockets from /proc."""
 
 from __future__ import annotations
 
@@ -12,6 +13,9 @@ import random
 import signal
 import socket
 import struct
+import subprocess
+import sys
+import tempfile
 import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -24,6 +28,8 @@ from evaluators.flops import count
 from results.runfolder import RunFolder
 from search.cli import main
 from space import Architecture, Block, create_architecture
+
+ROOT = Path(__file__).resolve().parents[1]
 
 # -- architectures ----------------------------------------------------------------------------
 
@@ -396,3 +402,108 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+# -- the CLI as many processes ----------------------------------------------------------------
+
+@dataclasses.dataclass(frozen=True)
+class CliProcess:
+    """One ``python -m search ARGV`` to run in ``cwd`` with exactly ``env``."""
+    argv: tuple[str, ...]
+    cwd: str
+    env: dict[str, str]
+
+
+def run_cli_processes(cases: dict[str, CliProcess], *, workers: int = 2,
+                      timeout: float = 300.0) -> dict[str, tuple[subprocess.CompletedProcess, float]]:
+    """Each case as its own process, as ``python -m search`` runs it (its exit status, stdout and
+    stderr, cwd and environment its own), ``workers`` at a time: (the process, its seconds).
+
+    A fresh interpreter per case would import torch a hundred times; instead one server process
+    imports the CLI once, before torch has started a thread, and forks a child per case."""
+    with tempfile.TemporaryDirectory() as tmp:
+        request = {"workers": workers, "timeout": timeout, "cases": {
+            cid: {"argv": list(c.argv), "cwd": c.cwd, "env": c.env,
+                  "stdout": f"{tmp}/{i}.out", "stderr": f"{tmp}/{i}.err"}
+            for i, (cid, c) in enumerate(cases.items())}}
+        server = subprocess.run(
+            [sys.executable, "-c", "from tests.helpers import serve_cli_forks; serve_cli_forks()"],
+            cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}, input=json.dumps(request),
+            capture_output=True, text=True, timeout=timeout * len(cases) / workers + 120)
+        if server.returncode != 0:
+            raise RuntimeError(f"the CLI fork server failed: {server.stderr[-3000:]}")
+        done = json.loads(server.stdout)
+        out = {}
+        for cid, c in request["cases"].items():
+            proc = subprocess.CompletedProcess(
+                ["python", "-m", "search", *c["argv"]], done[cid]["returncode"],
+                Path(c["stdout"]).read_text(errors="replace"),
+                Path(c["stderr"]).read_text(errors="replace"))
+            out[cid] = (proc, done[cid]["seconds"])
+        return out
+
+
+def serve_cli_forks() -> None:
+    """The server of :func:`run_cli_processes`: a JSON request on stdin, a JSON answer
+    (exit status and seconds per case) on stdout."""
+    import search.cli
+
+    search.cli.build_parser()  # every verb's imports, paid once
+    request = json.load(sys.stdin)
+    waiting = list(request["cases"].items())
+    running: dict[int, tuple[str, float]] = {}
+    answer: dict[str, dict] = {}
+    while waiting or running:
+        while waiting and len(running) < request["workers"]:
+            cid, case = waiting.pop(0)
+            sys.stdout.flush()
+            sys.stderr.flush()
+            pid = os.fork()
+            if pid == 0:
+                _cli_child(case)
+            running[pid] = (cid, time.monotonic())
+        pid, status = os.waitpid(-1, os.WNOHANG)
+        if pid == 0:
+            for child, (_, start) in running.items():
+                if time.monotonic() - start > request["timeout"]:
+                    os.kill(child, signal.SIGKILL)
+            time.sleep(0.01)
+            continue
+        cid, start = running.pop(pid)
+        answer[cid] = {"returncode": os.waitstatus_to_exitcode(status),
+                       "seconds": time.monotonic() - start}
+    json.dump(answer, sys.stdout)
+
+
+def _cli_child(case: dict) -> None:
+    """In a forked child: become ``python -m search ARGV`` in the case's folder and environment,
+    and exit as it would (exit handlers run)."""
+    import atexit
+    import traceback
+
+    from search.cli import main
+
+    code = 1
+    try:
+        os.chdir(case["cwd"])
+        os.environ.clear()
+        os.environ.update(case["env"])
+        for fd, path, flags in ((0, os.devnull, os.O_RDONLY),
+                                (1, case["stdout"], os.O_WRONLY | os.O_CREAT | os.O_TRUNC),
+                                (2, case["stderr"], os.O_WRONLY | os.O_CREAT | os.O_TRUNC)):
+            os.dup2(os.open(path, flags, 0o644), fd)
+        code = main(case["argv"])
+    except SystemExit as exc:  # as the interpreter treats it
+        if isinstance(exc.code, int) or exc.code is None:
+            code = exc.code or 0
+        else:
+            sys.stderr.write(f"{exc.code}\n")
+    except BaseException:
+        traceback.print_exc()
+    finally:
+        try:
+            atexit._run_exitfuncs()
+            sys.stdout.flush()
+            sys.stderr.flush()
+        finally:
+            os._exit(code)

@@ -1,5 +1,4 @@
-"""The catalogue of bad inputs (issue 8, point 1; issue 9, point 3), each a real
-``python -m search ...`` process.
+"""The catalogue of bad inputs, each its own ``python -m search ...`` process.
 
 Every case must: exit with status 2, print exactly one line on stderr that names the problem
 (and, where there is one, the fix), print no traceback and nothing on stdout, leave every file
@@ -7,8 +6,9 @@ it was given byte-identical (each case gets its own copies of the run folders an
 touch), and create no output. Cases of ``run`` must also fail before Ray starts: within seconds,
 without creating Ray's temp folder (``RAY_TMPDIR``) or any run folder.
 
-The processes run two at a time in one fixture (each costs the ~2 s of importing torch); each
-case is still its own test.
+The processes run two at a time in one fixture, forked from one that imported the CLI
+(:func:`tests.helpers.run_cli_processes`), so torch is imported once; each case is still its
+own test.
 """
 
 from __future__ import annotations
@@ -19,10 +19,6 @@ import json
 import os
 import random
 import shutil
-import subprocess
-import sys
-import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -32,7 +28,14 @@ from search.settings import RunSettings
 from space import create_architecture
 from space.io import MAX_JSON_BYTES
 from space.search_space import default_space
-from tests.helpers import free_port, make_run, write_cifar10, write_image_folder
+from tests.helpers import (
+    CliProcess,
+    free_port,
+    make_run,
+    run_cli_processes,
+    write_cifar10,
+    write_image_folder,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 RUN_SECONDS = 45  # a 'run' case must fail long before a search could have started
@@ -326,7 +329,8 @@ PRIVATE = ("run", "notrun", "oldrun", "badcsv", "existing", "bincurves", "u16tri
            "dirtrials", "inftop1")
 
 
-def _run_case(c: Case, inputs: Path, private: Path, failed: str, home: Path) -> dict:
+def _prepare_case(c: Case, inputs: Path, private: Path, failed: str, home: Path) -> dict:
+    """The case's own folder (its copies of the private inputs) and its process."""
     home.mkdir()
     names = {"in": str(inputs), "out": str(home / "out"), "port": str(free_port()),
              "failed": failed}
@@ -335,19 +339,15 @@ def _run_case(c: Case, inputs: Path, private: Path, failed: str, home: Path) -> 
             src = private / name
             (shutil.copytree if src.is_dir() else shutil.copy2)(src, home / name)
             names[name] = str(home / name)
-    argv = [a.format(**names) for a in c.argv]
-    before = _digest(home)
+    argv = tuple(a.format(**names) for a in c.argv)
     # cwd: the case's own folder, so that nothing can land in the repository
     env = {**os.environ, "RAY_TMPDIR": str(home / "ray-tmp"),
            "GHOSTNAS_LATENCY_LOCK": str(home / "latency.lock"),
            "PYTHONPATH": os.pathsep.join([str(ROOT), *filter(None, [os.environ.get(
                "PYTHONPATH")])])}
     env.pop("RAY_ADDRESS", None)
-    start = time.time()
-    proc = subprocess.run([sys.executable, "-m", "search", *argv], cwd=home, env=env,
-                          capture_output=True, text=True, timeout=300)
-    return {"proc": proc, "seconds": time.time() - start, "before": before,
-            "after": _digest(home), "home": home, "argv": argv}
+    return {"process": CliProcess(argv, str(home), env), "before": _digest(home), "home": home,
+            "argv": argv}
 
 
 @pytest.fixture(scope="module")
@@ -372,10 +372,12 @@ def results(inputs, tmp_path_factory):
     failed = _write_private(private)
     shared_before = _digest(inputs)
     homes = tmp_path_factory.mktemp("cases")
-    todo = [c for c in CASES if not c.skip]
-    with ThreadPoolExecutor(max_workers=2) as pool:
-        futures = {c.id: pool.submit(_run_case, c, inputs, private, failed, homes / c.id) for c in todo}
-        out = {cid: f.result() for cid, f in futures.items()}
+    out = {c.id: _prepare_case(c, inputs, private, failed, homes / c.id)
+           for c in CASES if not c.skip}
+    done = run_cli_processes({cid: r["process"] for cid, r in out.items()})
+    for cid, r in out.items():
+        r["proc"], r["seconds"] = done[cid]
+        r["after"] = _digest(r["home"])
     assert _digest(inputs) == shared_before, "a case changed the shared input files"
     return out
 
