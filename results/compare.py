@@ -102,7 +102,11 @@ def _best(pool: pd.DataFrame, cost: str, limit: float) -> pd.Series | None:
 
 
 def _se(best: pd.Series | None, ref, noise: Noise | None) -> float:
-    if best is None or noise is None:
+    if best is None:
+        return math.nan
+    if "top1_se" in best.index:  # figures with their own errors (results.confirm)
+        return math.hypot(float(best["top1_se"]), float(ref.top1_se))
+    if noise is None:
         return math.nan
     return noise.difference_se(float(best["top1"]), float(ref.top1),
                                a_hits=str(best.get("hits", "")), b_hits=str(ref.hits))
@@ -114,7 +118,7 @@ def reference_standing(trials: pd.DataFrame, *, cost: str = "flops",
     """Each reference with a finished result and a ``cost`` against the candidates (that
     finished every epoch) at no more ``cost``; ``near``: :func:`neighbours` of the candidates
     (computed when not given); ``noise``: the run's (:func:`results.noise.run_noise`), for each
-    gap's standard error."""
+    gap's standard error, unless ``trials`` carries each figure's own (``top1_se``)."""
     near = neighbours(trials) if near is None else near
     cands = trials[(trials["kind"] == "candidate") & competing(trials, x=cost)]
     new = cands[~cands["trial_id"].isin(list(near))]

@@ -11,12 +11,13 @@ import math
 
 from evaluators.budget import format_flops
 from results.compare import neighbours, reference_standing
+from results.confirm import confirmed as confirmed_trials
 from results.noise import run_noise
 from results.pareto import pareto_front
 from results.report.compute import export_command
 from results.table import RunData, candidates
 
-__all__ = ["pareto_lines", "standing_lines"]
+__all__ = ["pareto_lines", "standing_lines", "confirmed_lines"]
 
 
 def pareto_lines(run: RunData) -> list[str]:
@@ -38,19 +39,22 @@ def pareto_lines(run: RunData) -> list[str]:
     return lines
 
 
-def standing_lines(run: RunData) -> list[str]:
+def standing_lines(run: RunData, *, confirmed: bool = False) -> list[str]:
     """Where the hand design stands (:mod:`results.compare`): per reference model, the best
-    candidate at no more FLOPs and the top1 difference; empty without references."""
-    near = neighbours(run.trials)
-    rows = reference_standing(run.trials, near=near, noise=run_noise(run.meta))
+    candidate at no more FLOPs and the top1 difference; empty without references.
+    ``confirmed``: on the confirmed means (:mod:`results.confirm`) instead."""
+    trials = confirmed_trials(run) if confirmed else run.trials
+    near = neighbours(trials)
+    rows = reference_standing(trials, near=near, noise=run_noise(run.meta))
     if not rows:
         return []
     matched = sum(s.matched for s in rows)
     beaten = sum(s.verdict == "beats" for s in rows)
-    lines = [f"Reference models against the best candidate at no more FLOPs (proxy top1 %; "
-             f"{matched} of {len(rows)} matched or beaten, {beaten} beyond the noise; "
-             f"{sum(s.matched_new for s in rows)} by candidates that are no reference's "
-             "neighbour). gap = candidate - reference, ± two standard errors:",
+    what = "confirmed top1 %, mean of seeds" if confirmed else "proxy top1 %"
+    lines = [f"Reference models against the best {'confirmed ' if confirmed else ''}candidate "
+             f"at no more FLOPs ({what}; {matched} of {len(rows)} matched or beaten, {beaten} "
+             f"beyond the noise; {sum(s.matched_new for s in rows)} by candidates that are no "
+             "reference's neighbour). gap = candidate - reference, ± two standard errors:",
              f"{'reference':<24}{'top1 %':>8}{'FLOPs':>9}  {'best candidate':<16}{'top1 %':>8}"
              f"{'FLOPs':>9}  {'gap':<22}"]
     for s in rows:
@@ -66,3 +70,22 @@ def standing_lines(run: RunData) -> list[str]:
         lines.append("(n): within two edits of a reference model (its neighbour, not a new "
                      "design)")
     return lines
+
+
+def confirmed_lines(run: RunData) -> list[str]:
+    """``--confirm``'s networks: the search's held-out top1 against the confirmed mean, then the
+    standing on the confirmed figures; empty when nothing was confirmed."""
+    t = confirmed_trials(run)
+    if t.empty:
+        return []
+    info = run.meta.get("confirm") or {}
+    lines = [f"Confirmed: trained again with {info.get('seeds', '?')} seeds, scored on "
+             f"{info.get('images', '?')} {info.get('split', 'test')} images the search did not "
+             "select on (mean ± two standard errors, top1 %):",
+             f"{'trial':<24}{'FLOPs':>9}{'search':>9}{'confirmed':>11}"]
+    for r in t.itertuples(index=False):
+        se = f" ±{2 * r.top1_se:.1f}" if r.top1_se == r.top1_se else ""
+        lines.append(f"{r.name or r.trial_id:<24}{format_flops(r.flops):>9}"
+                     f"{r.search_top1:>9.2f}{r.top1:>11.2f}{se}")
+    standing = standing_lines(run, confirmed=True)
+    return lines + ([""] + standing if standing else [])

@@ -35,7 +35,7 @@ from typing import Any
 from space import ArchitectureError, ArchLike, UserError, architecture_from_dict, read_json_file
 from space.io import FILE_MODE, atomic_write_text
 
-__all__ = ["TRIAL_COLUMNS", "CURVE_COLUMNS", "STATUSES", "KINDS", "RunFolder", "RunFolderError",
+__all__ = ["TRIAL_COLUMNS", "CURVE_COLUMNS", "CONFIRM_COLUMNS", "STATUSES", "KINDS", "RunFolder", "RunFolderError",
            "SCHEMA_VERSION", "ADDED_COLUMNS",
            "safe_name", "parse_arch_cell", "ArchCellNotJSON", "check_output_file", "probe_writable"]
 
@@ -69,12 +69,15 @@ TRIAL_COLUMNS = ("trial_id", "kind", "name", "status", "top1", "loss", "flops", 
 SCHEMA_VERSION = 2
 ADDED_COLUMNS = {"cached": 2, "hits": 2}
 CURVE_COLUMNS = ("trial_id", "epoch", "top1", "loss", "seconds")
+# confirm.csv (--confirm): one row per (network, seed) retrained after the search and scored on
+# images the search did not select on; top1/loss/hits/seconds as in trials.csv.
+CONFIRM_COLUMNS = ("trial_id", "seed", "top1", "loss", "hits", "seconds", "finished_at")
 # finished: trained all epochs; early_stopped: stopped by the scheduler with a top1 from
 # fewer epochs; failed: raised, NaN/inf loss, out of memory (see error).
 STATUSES = ("finished", "early_stopped", "failed")
 KINDS = ("candidate", "reference")
 
-_INT = {"flops", "params", "epochs", "number", "epoch"}
+_INT = {"flops", "params", "epochs", "number", "epoch", "seed"}
 _REQUIRED = ("trial_id", "kind", "status", "flops", "params", "arch")  # in every trials.csv row
 _FLOAT = {"top1", "loss", "latency_ms", "seconds", "proxy_seconds", "train_seconds",
           "images_per_second"}
@@ -212,6 +215,7 @@ class RunFolder:
         self.curves_path = self.path / "curves.csv"
         self.study_path = self.path / "study.journal"
         self.pareto_path = self.path / "pareto.csv"
+        self.confirm_path = self.path / "confirm.csv"
         self.report_path = self.path / "report.html"
         self.lock_path = self.path / ".ghostnas.lock"
 
@@ -225,7 +229,7 @@ class RunFolder:
             return False  # names nothing (Path("") would be the current folder)
         target, root = Path(path).resolve(), self.path.resolve()
         files = (self.meta_path, self.trials_path, self.curves_path, self.study_path,
-                 self.pareto_path, self.report_path, self.lock_path)
+                 self.pareto_path, self.report_path, self.lock_path, self.confirm_path)
         if target == root or target.is_relative_to(root / "ray") or (
                 target.parent == root and target.name in {p.name for p in files}):
             return True
@@ -306,6 +310,18 @@ class RunFolder:
 
     def write_curves(self, rows: list[dict[str, Any]]) -> None:
         atomic_write_text(self.curves_path, _to_csv(CURVE_COLUMNS, rows))
+
+    def read_confirmations(self) -> list[dict[str, Any]]:
+        rows = self._read(self.confirm_path, CONFIRM_COLUMNS)
+        for n, row in enumerate(rows, start=1):
+            if row["trial_id"] is None or row["seed"] is None or row["top1"] is None:
+                raise RunFolderError(f"{self.confirm_path}: malformed row {n} (no trial_id, "
+                                     "seed or top1); the file is damaged (restore it, delete it "
+                                     "to confirm again, or pass a new --out)")
+        return rows
+
+    def write_confirmations(self, rows: list[dict[str, Any]]) -> None:
+        atomic_write_text(self.confirm_path, _to_csv(CONFIRM_COLUMNS, rows))
 
     def _read(self, path: Path, columns: tuple[str, ...]) -> list[dict[str, Any]]:
         if not path.exists():

@@ -22,7 +22,13 @@ from typing import Any, NamedTuple
 import numpy as np
 import pandas as pd
 
-from results.runfolder import CURVE_COLUMNS, TRIAL_COLUMNS, RunFolder, parse_arch_cell
+from results.runfolder import (
+    CONFIRM_COLUMNS,
+    CURVE_COLUMNS,
+    TRIAL_COLUMNS,
+    RunFolder,
+    parse_arch_cell,
+)
 from space import Architecture, ArchitectureError
 
 __all__ = ["RunData", "load_run", "design_columns", "DESIGN_COLUMNS", "NUMERIC_TRIAL_COLUMNS",
@@ -48,12 +54,14 @@ _NUMERIC_CURVES = ("epoch", "top1", "loss", "seconds")
 
 
 class RunData(NamedTuple):
-    """What ``load_run`` returns: the run's settings and its two tables."""
+    """What ``load_run`` returns: the run's settings and its tables."""
 
     meta: dict[str, Any]  # run.json
     trials: pd.DataFrame  # TRIAL_COLUMNS + DESIGN_COLUMNS, one row per trial and reference
     curves: pd.DataFrame  # CURVE_COLUMNS, one row per trial and epoch
     path: Path  # the run folder, as given
+    # CONFIRM_COLUMNS (confirm.csv, --confirm), one row per retrained network and seed
+    confirmations: pd.DataFrame | None = None
 
 
 def design_columns(arch_json: str | None) -> dict[str, Any]:
@@ -113,7 +121,10 @@ def load_run(path: str | os.PathLike) -> RunData:
     trials = _frame(rows, TRIAL_COLUMNS + DESIGN_COLUMNS,
                     NUMERIC_TRIAL_COLUMNS + _NUMERIC_DESIGN)
     curves = _frame(folder.read_curves(), CURVE_COLUMNS, _NUMERIC_CURVES)
-    return RunData(meta=meta, trials=trials, curves=curves, path=Path(path))
+    confirmations = _frame(folder.read_confirmations(), CONFIRM_COLUMNS,
+                           ("seed", "top1", "loss", "seconds"))
+    return RunData(meta=meta, trials=trials, curves=curves, path=Path(path),
+                   confirmations=confirmations)
 
 
 def candidates(trials: pd.DataFrame) -> pd.DataFrame:

@@ -45,7 +45,8 @@ def run(budget: str | int, *, out: str | os.PathLike | None = None, trials: int 
         latency_budget: str | float | None = None,
         latency_table: str | os.PathLike | None = None, space: str | os.PathLike | None = None,
         references: bool = True, warm_start: bool = True, startup: str = "spread",
-        eval_cache: str | os.PathLike | None = None, measure_latency: bool = True,
+        eval_cache: str | os.PathLike | None = None, confirm: int = 0,
+        confirm_seeds: int = 3, measure_latency: bool = True,
         cpus_per_trial: float = 1.0, gpus_per_trial: float | str = "auto",
         max_concurrent: int | None = None, address: str | None = None, resume: bool = False,
         report: bool = True, log: Callable[[str], None] = print) -> RunData:
@@ -60,7 +61,8 @@ def run(budget: str | int, *, out: str | os.PathLike | None = None, trials: int 
         max_train=max_train, max_val=max_val, sampler=sampler, scheduler=scheduler, seed=seed,
         objectives=objectives, latency_budget=latency_budget, latency_table=latency_table,
         space=space, references=references, warm_start=warm_start, startup=startup,
-        eval_cache=eval_cache, measure_latency=measure_latency, cpus_per_trial=cpus_per_trial,
+        eval_cache=eval_cache, confirm=confirm, confirm_seeds=confirm_seeds,
+        measure_latency=measure_latency, cpus_per_trial=cpus_per_trial,
         gpus_per_trial=gpus_per_trial, max_concurrent=max_concurrent, address=address)
     if out is not None and not os.fspath(out).strip():
         raise SettingsError("--out: got an empty path; pass a folder (or leave --out out for "

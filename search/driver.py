@@ -48,6 +48,7 @@ from search.cluster import (
     slots,
     this_machine,
 )
+from search.confirm_phase import check_confirmable, run_confirmation
 from search.journal import create_study, open_journal
 from search.latency_phase import latency_predictor, measure_latencies, run_reference_ms
 from search.progress import DecodeProgress
@@ -409,6 +410,7 @@ def run_search(settings: RunSettings, out_dir: str | os.PathLike, *,
     else:
         check_fits(settings, [this_machine()], where="this machine", log=log)
     proxy, data = _load_data(settings, log=log)
+    check_confirmable(settings, data)
 
     with folder.lock():  # from here on, a second run into this folder is refused
         if folder.exists() != resumed:  # another run wrote it while this one loaded the data
@@ -440,7 +442,7 @@ def run_search(settings: RunSettings, out_dir: str | os.PathLike, *,
         interrupted = False
         if driver.candidates_todo + len(driver.refs):
             interrupted = driver.run_trials(data, epochs=proxy.epochs)
-        _finish(driver, interrupted=interrupted)
+        _finish(driver, interrupted=interrupted, data=data, proxy=proxy)
         return folder
 
 
@@ -570,12 +572,16 @@ def _log_start(driver: SearchDriver, *, resumed: bool, proxy: ProxyConfig,
                    "trials will be proposed again")
 
 
-def _finish(driver: SearchDriver, *, interrupted: bool) -> None:
-    """The counters saved, then (unless Ctrl-C stopped the run) the latencies measured."""
+def _finish(driver: SearchDriver, *, interrupted: bool, data: datasets.ImageData,
+            proxy: ProxyConfig) -> None:
+    """The counters saved, then (unless Ctrl-C stopped the run) the confirmation trainings
+    (``--confirm``) and the latencies measured."""
     driver.write_meta()  # also when no trial was left to dispatch
     if interrupted:
         raise SearchInterrupted(driver.folder)
     s = driver.settings
+    run_confirmation(s, driver.folder, meta=driver.meta, write_meta=driver.write_meta,
+                     data=data, proxy=proxy, log=driver.log)
     if s.measure_latency and driver.predict_latency is None:
         measure_latencies(driver.rows, folder=driver.folder, meta=driver.meta,
                           write_meta=driver.write_meta, log=driver.log)

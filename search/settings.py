@@ -72,6 +72,8 @@ class RunSettings:
     warm_start: bool = True  # the references in the space are told to the study first
     startup: str = "spread"  # the first proposals: spread over the FLOPs range, or uniform
     eval_cache: str | None = None  # a folder of cached proxy results shared by runs
+    confirm: int = 0  # after the search, retrain the K best Pareto candidates and references
+    confirm_seeds: int = 3  # ... with this many seeds, scored on images the search never saw
     space_file: str | None = None
     space_sha256: str | None = None  # of the space file, so a resume cannot change the space
     latency_table_sha256: str | None = None  # of --latency-table's file, likewise
@@ -83,6 +85,8 @@ class RunSettings:
             if getattr(self, name) not in allowed:
                 raise SettingsError(f"--{name}: got {getattr(self, name)!r}, expected one of "
                                     f"{', '.join(allowed)}")
+        check_int("--confirm", self.confirm, minimum=0, error=SettingsError)
+        check_int("--confirm-seeds", self.confirm_seeds, minimum=2, error=SettingsError)
         for name in ("epochs", "max_train", "max_val", "max_concurrent"):  # None: the default
             if getattr(self, name) is not None:
                 check_int(_option(name), getattr(self, name), error=SettingsError)

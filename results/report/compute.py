@@ -19,6 +19,7 @@ import pandas as pd
 
 from evaluators.budget import format_flops
 from results.compare import Standing, hypervolume_gain, neighbours, reference_standing
+from results.confirm import confirmed as confirmed_trials
 from results.noise import run_noise
 from results.pareto import (
     History,
@@ -125,8 +126,10 @@ class StandingData(NamedTuple):
     hv_gain: float  # HV(candidates + references) / HV(references) on top1/FLOPs (NaN: none)
 
 
-def compute_standing(run: RunData) -> StandingData:
-    t = run.trials
+def compute_standing(run: RunData, *, confirmed: bool = False) -> StandingData:
+    """The standing on the search's held-out figures, or (``confirmed``) on the confirmed means
+    of the networks ``--confirm`` trained again (:mod:`results.confirm`)."""
+    t = confirmed_trials(run) if confirmed else run.trials
     near = neighbours(t)
     ref = reference_point(t, run.meta, x="flops")
     noise = run_noise(run.meta)

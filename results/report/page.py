@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, NamedTuple
 import pandas as pd
 
 from evaluators.budget import format_flops
+from results.confirm import confirmed as confirmed_trials
 from results.report.compute import (
     DesignData,
     HistoryData,
@@ -86,6 +87,8 @@ class Page(NamedTuple):
     design: DesignData
     pareto: pd.DataFrame  # pareto_table(run)
     standing: StandingData
+    confirmed: pd.DataFrame  # results.confirm.confirmed(run): empty without --confirm
+    confirmed_standing: StandingData
 
     @property
     def latency_sources(self) -> str:
@@ -104,6 +107,8 @@ def _compute_page(run: RunData, generated_at: datetime | None) -> Page:
         design=compute_design(run),
         pareto=pareto_table(run),
         standing=compute_standing(run),
+        confirmed=confirmed_trials(run),
+        confirmed_standing=compute_standing(run, confirmed=True),
     )
 
 
@@ -332,6 +337,44 @@ def standing_section(page: Page) -> str:
     return "".join(out)
 
 
+def confirmed_section(page: Page) -> str:
+    """``--confirm``: the networks trained again and scored on images the search did not
+    select on, and the hand design's standing on those figures; nothing without it."""
+    t = page.confirmed
+    if t.empty:
+        return ""
+    info = page.run.meta.get("confirm") or {}
+    out = ['<section id="confirmed"><h2>Confirmed on images the search did not select on</h2>',
+           f'<p class="muted">After the search, these networks were trained again with '
+           f"{_e(str(info.get('seeds', '?')))} seeds and scored on {_e(str(info.get('images', '?')))}"
+           f" images of the {_e(str(info.get('split', 'test')))} split: the mean over seeds ± two "
+           "standard errors (the seeds' spread and the images' binomial error). The search's "
+           "own held-out top-1 of a network it picked is biased upwards (the winner's curse); "
+           "these are not.</p>"]
+    rows = [[f"<code>{_e(r.trial_id)}</code>", _e(r.name or "candidate"),
+             number(as_float(r.flops) / 1e6, ".1f"), number(r.search_top1, ".2f"),
+             number(r.top1, ".2f") + (f" ±{2 * r.top1_se:.1f}" if r.top1_se == r.top1_se
+                                      else ""), number(r.seeds, ".0f")]
+            for r in t.itertuples(index=False)]
+    out.append('<div class="wide">' + _table(
+        ["trial", "reference", "FLOPs (M MACs)", "search top1 % (held-out)",
+         "confirmed top1 %", "seeds"], rows, numeric={2, 3, 4, 5},
+        table_id="confirmed-table") + "</div>")
+    st = page.confirmed_standing
+    if st.flops:
+        head = ["reference", "top1 %", "FLOPs (M MACs)", "best confirmed candidate at no more",
+                "top1 %", "FLOPs (M MACs)", "gap", "best new design (gap)"]
+        out.append(f'<p class="muted">Where the hand design stands on the confirmed figures: '
+                   f"{sum(s.matched for s in st.flops)} of {len(st.flops)} references matched "
+                   f"or beaten, {sum(s.verdict == 'beats' for s in st.flops)} beyond the "
+                   "noise.</p>")
+        out.append('<div class="wide">' + _table(
+            head, _standing_rows(st.flops, st.neighbours, "M MACs"), numeric={1, 2, 4, 5, 6},
+            table_id="confirmed-standing") + "</div>")
+    out.append("</section>")
+    return "".join(out)
+
+
 def pareto_section(page: Page) -> str:
     """The Pareto architectures, with the command that exports each."""
     table = page.pareto
@@ -371,8 +414,9 @@ def failures_section(page: Page) -> str:
 
 Section = Callable[[Page], str]
 SECTIONS: tuple[Section, ...] = (header_section, conventions_section, flops_section,
-                                 standing_section, latency_section, progress_section,
-                                 design_section, pareto_section, failures_section)
+                                 standing_section, confirmed_section, latency_section,
+                                 progress_section, design_section, pareto_section,
+                                 failures_section)
 
 
 # -- the file -----------------------------------------------------------------------------------

@@ -24,7 +24,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from results import load_run, write_report
-    from results.console import pareto_lines, standing_lines
+    from results.console import confirmed_lines, pareto_lines, standing_lines
     from results.report import write_comparison
     from results.runfolder import RunFolder, RunFolderError
 
@@ -44,7 +44,7 @@ def run(args: argparse.Namespace) -> int:
     path = write_report(data, out=args.out, force=args.force)
     print(f"report: {path}")
     print("\n".join(pareto_lines(data)))
-    standing = standing_lines(data)
-    if standing:
-        print("\n" + "\n".join(standing))
+    for lines in (standing_lines(data), confirmed_lines(data)):
+        if lines:
+            print("\n" + "\n".join(lines))
     return 0

@@ -50,6 +50,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--no-warm-start", dest="warm_start", action="store_false",
                    help="do not tell the study the reference models that are points of the "
                         "space before the first proposal (for comparisons)")
+    g.add_argument("--confirm", type=int, default=0, metavar="K",
+                   help="after the search, train the K best Pareto candidates and the reference "
+                        "models again with --confirm-seeds seeds and score them on the data "
+                        "set's test split, which the search did not select on (needs a data set "
+                        "with one: cifar10, cifar100, a folder with test/)")
+    g.add_argument("--confirm-seeds", type=int, default=3, metavar="S",
+                   help="seeds per network for --confirm (at least 2)")
     g.add_argument("--seed", type=seed_arg, default=0,
                    help="seeds the sampler, the held-out split, weights and batch order")
 
@@ -93,7 +100,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from results.console import pareto_lines, standing_lines
+    from results.console import confirmed_lines, pareto_lines, standing_lines
     from results.runfolder import RunFolder
     from search.api import SearchInterrupted
     from search.api import run as run_search
@@ -109,9 +116,9 @@ def run(args: argparse.Namespace) -> int:
         return 130
     folder = RunFolder(data.path)
     print("\n" + "\n".join(pareto_lines(data)))
-    standing = standing_lines(data)
-    if standing:
-        print("\n" + "\n".join(standing))
+    for lines in (standing_lines(data), confirmed_lines(data)):
+        if lines:
+            print("\n" + "\n".join(lines))
     print(f"\nreport:  {folder.report_path}\ntrials:  {folder.trials_path}\nstudy:   "
           f"{folder.study_path} (optuna-dashboard {folder.study_path})")
     return 0

@@ -111,6 +111,12 @@ CASES = [
          "as an option; write --budget=-5M"),
     case("run-budget-below-the-space", "run --budget 1MFLOPs --out {out}",
          "below the cheapest architecture", "raise the budget"),
+    case("run-confirm-negative", "run --budget 300MFLOPs --confirm -1 --out {out}",
+         "--confirm", "integer >= 0"),
+    case("run-confirm-one-seed", "run --budget 300MFLOPs --confirm 2 --confirm-seeds 1 "
+         "--out {out}", "--confirm-seeds", "integer >= 2"),
+    case("run-confirm-without-a-test-split", "run --budget 300MFLOPs --confirm 3 --out {out}",
+         "--confirm 3: the digits data set has no test split", "cifar10"),
 
     # -- data folders (before Ray starts) ---------------------------------------------------
     case("run-cifar-without-data-dir", "run --budget 300MFLOPs --dataset cifar10 --out {out}",
