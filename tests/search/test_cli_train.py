@@ -43,6 +43,7 @@ def trained(tmp_path_factory) -> Path:
     return out
 
 
+@pytest.mark.slow
 def test_export_train_onnx_then_resume_end_to_end(tmp_path, capsys):
     run_dir = tmp_path / "run"
     make_run(run_dir, n=6, failed=1)

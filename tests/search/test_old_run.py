@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from results.runfolder import SCHEMA_VERSION, RunFolder
 from results.table import load_run
 
@@ -25,6 +27,7 @@ def test_an_old_run_folder_reports(tmp_path):
     assert "schema" not in run.meta and not run.trials["cached"].any()  # read as empty
 
 
+@pytest.mark.slow
 def test_an_old_run_folder_resumes_to_more_trials(tmp_path):
     run_dir = shutil.copytree(OLD_RUN, tmp_path / "run")
     before = RunFolder(run_dir).read_trials()
