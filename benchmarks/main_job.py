@@ -24,6 +24,13 @@ from benchmarks._machine import benchmark_lock, machine  # noqa: E402
 from results.runfolder import RunFolder  # noqa: E402
 
 
+def _reference_block_ms(log: str) -> float | None:
+    for line in log.splitlines():
+        if line.strip().startswith("reference block:"):
+            return float(line.split()[2])
+    return None
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", default=None, help="write the JSON record here")
@@ -49,13 +56,17 @@ def main() -> None:
               "finished": sum(r["status"] == "finished" for r in cands),
               "early_stopped": sum(r["status"] == "early_stopped" for r in cands),
               "failed": sum(r["status"] == "failed" for r in rows),
-              "latency_measured": sum(r["latency_ms"] is not None for r in rows)}
+              "latency_measured": sum(r["latency_ms"] is not None for r in rows),
+              # the host's speed at the time (this VM's varies by several times): the latency
+              # phase's undisturbed reference block, as the job's own log gives it
+              "reference_block_ms": _reference_block_ms(proc.stdout)}
     print(f"machine: {info['cpu']}, {info['cores']} cores, torch {info['torch']}, "
           f"load {info['load_1m']:.2f}")
     print(f"python -m search run --budget 300MFLOPs: {wall:.0f} s wall (goal <= 300 s); "
           f"{record['candidates']} candidates ({record['finished']} finished, "
           f"{record['early_stopped']} stopped early by the scheduler) + {record['references']} references,"
-          f" {record['latency_measured']} latencies measured, {record['failed']} failed")
+          f" {record['latency_measured']} latencies measured, {record['failed']} failed; "
+          f"latency reference block {record['reference_block_ms']} ms (the host's speed)")
     if args.out:
         Path(args.out).write_text(json.dumps(record, indent=1))
 
