@@ -12,7 +12,13 @@ DEFAULT_TRIALS = 12
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("what to search")
+    _what_to_search(p.add_argument_group("what to search"))
+    _how_long(p.add_argument_group("how long"))
+    _data(p.add_argument_group("data"))
+    _resources_and_results(p.add_argument_group("resources and results"))
+
+
+def _what_to_search(g) -> None:
     g.add_argument("--budget", required=True, metavar="B",
                    help="FLOPs budget: multiply-accumulates at 224x224 (e.g. 300MFLOPs, "
                         "0.3GFLOPs, 300M); candidates above it are never trained")
@@ -28,7 +34,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="skip the reference models (GhostNet 0.5x/1.0x/1.3x, MobileNetV3-L/S) "
                         "that are otherwise evaluated with the same proxy")
 
-    g = p.add_argument_group("how long")
+
+def _how_long(g) -> None:
     g.add_argument("--trials", type=int, default=DEFAULT_TRIALS, metavar="N",
                    help="candidate architectures to train (over-budget and repeated proposals "
                         "are not trained and do not count)")
@@ -60,7 +67,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--seed", type=seed_arg, default=0,
                    help="seeds the sampler, the held-out split, weights and batch order")
 
-    g = p.add_argument_group("data")
+
+def _data(g) -> None:
     g.add_argument("--dataset", choices=DATASETS, default="digits",
                    help="digits: scikit-learn's handwritten digits, embedded (no download); "
                         "cifar10/cifar100: the Python-format folder in --data-dir; folder: "
@@ -74,7 +82,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "images (default: the whole held-out split, 10%% of the training "
                         "images, digits 25%%, whatever --max-train is)")
 
-    g = p.add_argument_group("resources and results")
+
+def _resources_and_results(g) -> None:
     g.add_argument("--out", metavar="DIR", default=None,
                    help="the run folder (default: ghostnas-runs/run-<date>-<time>); running "
                         "again into an existing run folder continues it")
