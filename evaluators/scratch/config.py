@@ -64,8 +64,8 @@ class TrainConfig:
     ref_batch: int = BASE_BATCH
     ema_decay: float | None = None  # evaluate and keep an average of the weights; None: off
     workers: int = 1  # data-parallel processes; batch_size is their global batch
-    sync_bn: bool = False  # BatchNorm statistics over the global batch (CUDA only); off: each
-    # worker normalises by its own share, as a smaller batch would
+    sync_bn: bool = False  # BatchNorm statistics over the global batch (SyncBatchNorm on CUDA,
+    # scratch/sync_bn.py elsewhere); off: each worker normalises by its own share
 
     def __post_init__(self) -> None:
         check_settings(self, optional=("lr", "resolution", "stem_stride", "threads",

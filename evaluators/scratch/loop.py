@@ -39,6 +39,7 @@ from evaluators.scratch.checkpoint import (
 from evaluators.scratch.config import TrainConfig
 from evaluators.scratch.group import WorkerGroup, epoch_seed
 from evaluators.scratch.sources import training_sources
+from evaluators.scratch.sync_bn import convert_batchnorms
 from evaluators.training import (
     ConfigError,
     EpochStats,
@@ -207,16 +208,15 @@ class TrainingSession:
         self.session_seconds, self.session_steps = 0.0, 0  # this session's, for the throughput
 
     def _parallel(self, model: nn.Module) -> nn.Module:
-        """``model`` wrapped for data-parallel training (SyncBatchNorm if asked), or itself."""
+        """``model`` wrapped for data-parallel training (BatchNorm over the global batch if
+        asked), or itself."""
         if self.group is None or self.group.world == 1:
             return model
         from torch.nn.parallel import DistributedDataParallel
 
-        if self.config.sync_bn:
-            if self.device.type != "cuda":
-                raise ConfigError("sync_bn: PyTorch's SyncBatchNorm runs on CUDA only; train "
-                                  "on GPUs, or leave it off (each worker's own statistics)")
-            model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        if self.config.sync_bn:  # PyTorch's runs on CUDA only; ours on any backend
+            model = nn.SyncBatchNorm.convert_sync_batchnorm(model) \
+                if self.device.type == "cuda" else convert_batchnorms(model)
             self.model = model
         index = self.device.index if self.device.index is not None else (
             torch.cuda.current_device() if self.device.type == "cuda" else None)

@@ -238,10 +238,6 @@ def _config(settings: dict[str, Any]) -> TrainConfig:
         if settings["device"] == "cuda" and given["device"] == "cpu":
             raise UserError("--device cuda with --gpus-per-worker 0: workers without GPUs "
                             "train on CPUs; drop one of the two")
-        if settings["sync_bn"] and given["device"] == "cpu":
-            raise UserError("--sync-bn: PyTorch's SyncBatchNorm runs on CUDA only, and these "
-                            "workers train on CPUs; drop --sync-bn (each worker then "
-                            "normalises by its own share of the batch)")
     return train_config(settings["dataset"], settings["recipe"], **given)
 
 

@@ -118,8 +118,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="an existing Ray cluster (HOST:PORT or auto; default: $RAY_ADDRESS, "
                         "else a private one on this machine)")
     g.add_argument("--sync-bn", action="store_true", default=None,
-                   help="BatchNorm statistics over the global batch (SyncBatchNorm, CUDA "
-                        "only); default: each worker's own")
+                   help="BatchNorm statistics over the global batch of all workers (on GPUs "
+                        "and CPUs); default: each worker's own")
 
 
 def _saved_ok(key: str, value: Any) -> bool:
