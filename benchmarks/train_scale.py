@@ -1,6 +1,6 @@
 """Benchmark: training from scratch at scale on this machine (issue 20).
 
-    python benchmarks/train_scale.py [--cifar PATH] [--parts parity,resume,streaming]
+    python benchmarks/train_scale.py [--cifar PATH] [--parts parity,resume,streaming] [--sync-bn]
                                      [--seeds 3] [--epochs 8] [--out FILE]
 
 On the real CIFAR-10 JPEG files (``--cifar``, a .tar.gz extracted to a temporary folder), each
@@ -132,25 +132,30 @@ def _train(args: list[str], *, env: dict[str, str], measure: bool = False
     return json.loads((out / "train.json").read_text()), time.perf_counter() - t0, peak
 
 
-def parity(data: Path, work: Path, env: dict[str, str], *, seeds: int, epochs: int) -> dict:
+def parity(data: Path, work: Path, env: dict[str, str], *, seeds: int, epochs: int,
+           sync_bn: bool = False) -> dict:
     runs = []
+    arms = [(1, 1, False), (2, 1, False)] + ([(2, 1, True)] if sync_bn else [])
     for seed in range(seeds):
         row = {"seed": seed}
-        for workers, threads in ((1, 1), (2, 1)):
-            out = work / f"parity-{seed}-{workers}"
+        for workers, threads, sync in arms:
+            name = f"workers_{workers}" + ("_sync_bn" if sync else "")
+            out = work / f"parity-{seed}-{name}"
             record, wall, _ = _train(
                 [MODEL, "--dataset", "folder", "--data-dir", str(data), "--resolution",
                  str(RESOLUTION), "--epochs", str(epochs), "--batch-size", str(BATCH),
                  "--seed", str(seed), "--threads", str(threads), "--workers", str(workers),
-                 "--out", str(out)], env=env)
-            row[f"workers_{workers}"] = {
+                 *(["--sync-bn"] if sync else []), "--out", str(out)], env=env)
+            row[name] = {
                 "top1": record["final"]["top1"], "loss": record["final"]["loss"],
                 "images_per_second": record["final"]["images_per_second"],
                 "wall_seconds": wall, "curve": [h["top1"] for h in record["history"]]}
-            print(f"  seed {seed}, {workers} worker(s): top1 {record['final']['top1']:.2f} % "
+            print(f"  seed {seed}, {name}: top1 {record['final']['top1']:.2f} % "
                   f"| {record['final']['images_per_second']:.0f} img/s | {wall:.0f} s",
                   flush=True)
         row["difference"] = row["workers_2"]["top1"] - row["workers_1"]["top1"]
+        if sync_bn:
+            row["difference_sync_bn"] = row["workers_2_sync_bn"]["top1"] - row["workers_1"]["top1"]
         runs.append(row)
     one = [r["workers_1"]["top1"] for r in runs]
     two = [r["workers_2"]["top1"] for r in runs]
@@ -159,6 +164,11 @@ def parity(data: Path, work: Path, env: dict[str, str], *, seeds: int, epochs: i
         "seed_stdev_1_worker": statistics.stdev(one) if len(one) > 1 else None,
         "seed_stdev_2_workers": statistics.stdev(two) if len(two) > 1 else None,
         "mean_difference": statistics.mean(r["difference"] for r in runs)}
+    if sync_bn:
+        summary["mean_difference_sync_bn"] = statistics.mean(r["difference_sync_bn"]
+                                                             for r in runs)
+        print(f"parity with --sync-bn: mean difference "
+              f"{summary['mean_difference_sync_bn']:+.2f} points", flush=True)
     print(f"parity: top1 {summary['mean_top1_1_worker']:.2f} % (1 worker) vs "
           f"{summary['mean_top1_2_workers']:.2f} % (2 workers), mean difference "
           f"{summary['mean_difference']:+.2f} points; seed spread (stdev) "
@@ -302,6 +312,8 @@ def main(argv: list[str] | None = None) -> int:
                     ", ".join(PARTS))
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--epochs", type=int, default=8, help="epochs of the parity runs")
+    ap.add_argument("--sync-bn", action="store_true",
+                    help="parity: also 2 workers with BatchNorm over the global batch")
     ap.add_argument("--out", type=Path, help="write the result as JSON here")
     ap.add_argument("--loader-epoch", nargs=2, metavar=("DIR", "N"), help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
@@ -324,7 +336,8 @@ def main(argv: list[str] | None = None) -> int:
         small = _subset(full, work / "small", train=100, test=50)
         t0 = time.perf_counter()
         if "parity" in parts:
-            result["parity"] = parity(small, work, env, seeds=args.seeds, epochs=args.epochs)
+            result["parity"] = parity(small, work, env, seeds=args.seeds, epochs=args.epochs,
+                                      sync_bn=args.sync_bn)
         if "resume" in parts:
             result["resume"] = resume(small, work, env, epochs=3)
         if "streaming" in parts:
