@@ -10,7 +10,9 @@ HV(found + references) / HV(references) on top1 against FLOPs up to the budget; 
 equal compute (both runs of a pair cut at the smaller one's candidate CPU-seconds); the
 references matched or beaten at no more FLOPs by any candidate and by candidates that are no
 reference's neighbour (more than two edits away); candidate CPU-seconds. Across seeds: the mean
-paired difference with a bootstrap 95% interval and the win rate.
+paired difference with a bootstrap 95% interval and the win rate. ``--arms`` picks the settings
+run per seed: ``before`` and ``after`` by default; ``evolution`` (the defaults with
+``--sampler evolution``) is summarised against ``after`` (``summary_evolution``).
 
 ``replay``: full runs (``--scheduler none``) are recorded once per seed; each early-stopping
 policy is replayed on their curves (``search.replay``): the share of the finally non-dominated
@@ -18,6 +20,7 @@ candidates it stops and the compute it saves.
 
     python benchmarks/search_quality.py paired --seeds 10 --out benchmarks/results/search_quality.json
     python benchmarks/search_quality.py replay --seeds 10 --out benchmarks/results/search_quality.json
+    python benchmarks/search_quality.py paired --arms after,evolution --seeds 10 --out ...
     python benchmarks/search_quality.py paired --smoke      # 1 seed, 3 trials: checks the script
 
 Definitions as in SCIENCE.md (matched, neighbour, hypervolume gained, paired runs).
@@ -48,7 +51,10 @@ from search.replay import POLICIES, recorded_trials, replay  # noqa: E402
 SETTINGS = {
     "before": ["--scheduler", "asha", "--no-warm-start", "--startup", "uniform"],
     "after": [],  # the defaults
+    "evolution": ["--sampler", "evolution"],  # the defaults but aging evolution for TPE
 }
+# Comparisons summarised: (name in the record, baseline arm, new arm).
+COMPARISONS = (("summary", "before", "after"), ("summary_evolution", "after", "evolution"))
 
 
 def run_once(args, seed: int, name: str, extra: list[str], runs: Path) -> dict:
@@ -106,8 +112,12 @@ def measure(folder: Path, *, budget: float) -> dict:
     }
 
 
-def hv_at(folder: str, seconds: float, budget: float) -> float:
-    """HV gained by the candidates that finished within ``seconds`` of candidate compute."""
+def hv_at(arm: dict, seconds: float, budget: float) -> float:
+    """HV gained by an arm's candidates that finished within ``seconds`` of candidate compute
+    (from its run folder, else from the tables kept beside the record)."""
+    folder = Path(arm["run"])
+    if not (folder / "run.json").exists() and arm.get("tables"):
+        folder = ROOT / arm["tables"]
     t = load_run(folder).trials
     cands = t[t["kind"] == "candidate"].sort_values("finished_at", kind="stable")
     spent = cands["proxy_seconds"].fillna(0).cumsum()
@@ -122,24 +132,32 @@ def bootstrap(diffs: list[float], *, n: int = 10_000, seed: int = 0) -> tuple[fl
     return means[int(0.025 * n)], means[int(0.975 * n) - 1]
 
 
-def summarise(pairs: dict[str, dict], budget: float) -> dict:
+def summarise(pairs: dict[str, dict], budget: float, base: str = "before",
+              new: str = "after") -> dict:
+    """Arm ``new`` against arm ``base`` over the seeds that ran both: per metric, the two
+    means (keys ``before_mean``: ``base``, ``after_mean``: ``new``), the mean paired difference
+    with its bootstrap interval, wins and ties. At equal compute both runs of a seed are cut
+    at the smaller one's candidate CPU-seconds."""
     out: dict[str, dict] = {}
-    done = [p for p in pairs.values() if "before" in p and "after" in p]
+    done = [p for p in pairs.values() if base in p and new in p]
     if not done:
         return out
-    for p in done:
-        cut = min(p["before"]["candidate_seconds"], p["after"]["candidate_seconds"])
-        for name in ("before", "after"):
-            p[name]["hv_gain_equal_compute"] = hv_at(p[name]["run"], cut, budget)
+
+    def value(p: dict, arm: str, metric: str) -> float:
+        if metric != "hv_gain_equal_compute":
+            return p[arm][metric]
+        cut = min(p[base]["candidate_seconds"], p[new]["candidate_seconds"])
+        return hv_at(p[arm], cut, budget)
+
     for metric in ("hv_gain", "hv_gain_equal_compute", "matched", "matched_new",
                    "candidate_seconds"):
-        diffs = [p["after"][metric] - p["before"][metric] for p in done
-                 if all(math.isfinite(p[s][metric]) for s in ("before", "after"))]
+        rows = [(value(p, base, metric), value(p, new, metric)) for p in done]
+        diffs = [b - a for a, b in rows if math.isfinite(a) and math.isfinite(b)]
         if not diffs:
             continue
         lo, hi = bootstrap(diffs)
-        out[metric] = {"before_mean": statistics.fmean(p["before"][metric] for p in done),
-                       "after_mean": statistics.fmean(p["after"][metric] for p in done),
+        out[metric] = {"before_mean": statistics.fmean(a for a, _ in rows),
+                       "after_mean": statistics.fmean(b for _, b in rows),
                        "mean_diff": statistics.fmean(diffs), "ci95": [lo, hi],
                        "wins": sum(d > 0 for d in diffs), "ties": sum(d == 0 for d in diffs),
                        "seeds": len(diffs)}
@@ -150,7 +168,8 @@ def paired(args, record: dict, runs: Path, save) -> None:
     pairs = record.setdefault("pairs", {})
     for seed in range(args.first_seed, args.first_seed + args.seeds):
         pair = pairs.setdefault(str(seed), {})
-        for name, extra in SETTINGS.items():
+        for name in args.arms:
+            extra = SETTINGS[name]
             if name in pair:
                 continue
             with benchmark_lock():
@@ -161,12 +180,13 @@ def paired(args, record: dict, runs: Path, save) -> None:
                   f"{m['matched']}/{m['references']} ({m['matched_new']} by new designs), "
                   f"{m['candidate_seconds']:.0f} candidate CPU-s, "
                   f"{m['early_stopped']} stopped early", flush=True)
-    record["summary"] = summarise(pairs, budget=args.budget_flops)
-    save()
-    for metric, s in record["summary"].items():
-        print(f"{metric:<24} before {s['before_mean']:.4f}  after {s['after_mean']:.4f}  "
-              f"paired diff {s['mean_diff']:+.4f} [95% CI {s['ci95'][0]:+.4f}, "
-              f"{s['ci95'][1]:+.4f}], after wins {s['wins']}/{s['seeds']}")
+    for key, base, new in COMPARISONS:
+        record[key] = summarise(pairs, budget=args.budget_flops, base=base, new=new)
+        save()
+        for metric, s in record[key].items():
+            print(f"{metric:<24} {base} {s['before_mean']:.4f}  {new} {s['after_mean']:.4f}  "
+                  f"paired diff {s['mean_diff']:+.4f} [95% CI {s['ci95'][0]:+.4f}, "
+                  f"{s['ci95'][1]:+.4f}], {new} wins {s['wins']}/{s['seeds']}")
 
 
 def replayed(args, record: dict, runs: Path, save) -> None:
@@ -214,9 +234,15 @@ def main() -> None:
     ap.add_argument("--runs", default=None,
                     help="where run folders go (default: a folder in the temp directory); their "
                          "tables are copied beside --out")
+    ap.add_argument("--arms", default="before,after",
+                    help=f"paired: the settings run per seed, of {', '.join(SETTINGS)}")
     ap.add_argument("--smoke", action="store_true", help="1 seed, 3 trials: checks the script")
     ap.add_argument("--out", required=True, help="the JSON record (resumed if it exists)")
     args = ap.parse_args()
+    args.arms = [a.strip() for a in args.arms.split(",") if a.strip()]
+    unknown = [a for a in args.arms if a not in SETTINGS]
+    if unknown:
+        ap.error(f"--arms: unknown {unknown[0]!r}; choose from {', '.join(SETTINGS)}")
     if args.smoke:
         args.seeds, args.trials = 1, 3
     from evaluators.budget import parse_flops
