@@ -14,8 +14,9 @@ the study's objectives within the population, then the largest crowding distance
 order, :mod:`results.pareto`). The child is the parent's parameters with one of them (a
 block's s, d, SE or #exp, a stage's depth, width multiplier, channels or kernel) changed to
 another of its choices; a dimension the parent lacks (the new blocks of a deeper stage) is
-drawn at random. Until two results exist, proposals are random. The parent's trial number is
-kept on the child as the system attribute :data:`PARENT_ATTR`.
+drawn at random. Proposals refused as over a budget are not results and never join the
+population. Until two results exist, proposals are random. The parent's trial number is kept on
+the child as the system attribute :data:`PARENT_ATTR`.
 """
 
 from __future__ import annotations
@@ -91,7 +92,7 @@ class AgingEvolutionSampler(optuna.samplers.BaseSampler):
     def _parent(self, study: optuna.Study) -> FrozenTrial | None:
         """The tournament's winner among the population, or None before two results."""
         done = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-                if t.values is not None and t.params
+                if t.values is not None and t.params and _feasible(t)
                 and all(np.isfinite(v) for v in t.values)]
         members = sorted(done, key=lambda t: t.number)[-self.population:]
         if len(members) < 2:
@@ -108,3 +109,11 @@ class AgingEvolutionSampler(optuna.samplers.BaseSampler):
                                  replace=False)
         best = min(drawn, key=lambda i: (rank[i], -crowd[i], self._rng.random_sample()))
         return members[best]
+
+
+def _feasible(trial: FrozenTrial) -> bool:
+    """Not a proposal refused as over a budget (told with its violated constraints, which a
+    population of results must not fill with)."""
+    constraints = getattr(trial, "constraints", None) or {}
+    values = constraints.values() if isinstance(constraints, dict) else constraints
+    return not any(v > 0 for v in values)
