@@ -253,6 +253,9 @@ class Summary(NamedTuple):
     trials_requested: int | None
     rejected_over_budget: int | None
     latency_sources: tuple[str, ...]  # distinct latency_source values of rows with a latency
+    # candidates in the lower, middle and upper third of the FLOPs range from the space's
+    # cheapest network to the budget, in log-FLOPs (how the proposals spread); None if unknown
+    flops_thirds: tuple[int, int, int] | None = None
 
 
 def _first(meta: dict[str, Any], keys: tuple[str, ...]) -> Any:
@@ -301,7 +304,21 @@ def compute_summary(run: RunData) -> Summary:
         trials_requested=_int_or_none(_first(run.meta, _TRIALS_KEYS)),
         rejected_over_budget=_int_or_none(_first(run.meta, _REJECTED_KEYS)),
         latency_sources=sources,
+        flops_thirds=flops_thirds(run),
     )
+
+
+def flops_thirds(run: RunData) -> tuple[int, int, int] | None:
+    """How many candidates lie in each third of [the space's cheapest network, the budget] in
+    log-FLOPs (run.json's ``space_flops_range`` and ``budget_flops``); None without both."""
+    span, budget = run.meta.get("space_flops_range"), run.meta.get("budget_flops")
+    if not (isinstance(span, list) and span and isinstance(span[0], (int, float))
+            and isinstance(budget, (int, float)) and 0 < span[0] < budget):
+        return None
+    flops = run.trials.loc[run.trials["kind"] == "candidate", "flops"].dropna()
+    lo, hi = math.log(span[0]), math.log(budget)
+    third = [min(2, max(0, int(3 * (math.log(f) - lo) / (hi - lo)))) for f in flops if f > 0]
+    return (third.count(0), third.count(1), third.count(2))
 
 
 def export_command(run_dir: str | os.PathLike, trial_id: str | None = None) -> str:

@@ -143,7 +143,13 @@ def _summary_line(s: Summary) -> str:
     line = ", ".join(parts)
     if s.rejected_over_budget is not None:
         line += f"; {s.rejected_over_budget} sampled candidates rejected over budget before training"
-    return line + f"; {s.n_references} reference models."
+    line += f"; {s.n_references} reference models."
+    if s.flops_thirds is not None:
+        low, mid, high = s.flops_thirds
+        line += (f" Spread over the FLOPs range (log scale, from the space's cheapest network to "
+                 f"the budget): {low} candidates in the lower third, {mid} in the middle, {high} "
+                 "in the upper.")
+    return line
 
 
 def header_section(page: Page) -> str:

@@ -108,6 +108,22 @@ def test_summary_counts_and_settings(run_dir):
     assert s.latency_sources == ("measured cpu (test)",)
 
 
+def test_the_spread_of_candidates_over_the_flops_range(tmp_path):
+    make_run(tmp_path, n=8, meta={"space_flops_range": [10_000_000, 900_000_000],
+                                  "budget_flops": 1_000_000_000})
+    run = load_run(tmp_path)
+    flops = run.trials.loc[run.trials["kind"] == "candidate", "flops"]
+    # thirds of log-FLOPs from 10M to 1G: 10M-46.4M, 46.4M-215M, 215M-1G
+    want = (int((flops < 46.4e6).sum()), int(((flops >= 46.5e6) & (flops < 215e6)).sum()),
+            int((flops >= 216e6).sum()))
+    assert compute_summary(run).flops_thirds == want and sum(want) == 8
+    html = write_report(tmp_path).read_text(encoding="utf-8")
+    assert (f"{want[0]} candidates in the lower third, {want[1]} in the middle, {want[2]} in "
+            "the upper") in html
+    make_run(tmp_path / "old", n=3)  # a run.json without the space's range
+    assert compute_summary(load_run(tmp_path / "old")).flops_thirds is None
+
+
 def test_html_is_one_offline_file_with_every_section(report, run_dir):
     path, page = report
     assert path == RunFolder(run_dir).report_path
