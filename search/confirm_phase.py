@@ -63,9 +63,9 @@ def run_confirmation(settings: RunSettings, folder: RunFolder, *, meta: dict[str
     log(f"confirming {len(chosen)} networks ({settings.confirm} best Pareto candidates and the "
         f"references) with {len(seeds)} seeds each: {len(todo)} trainings, one at a time in "
         f"this process ({threads} threads), scored on the {images} {CONFIRM_SPLIT} images")
-    trials = {r["trial_id"]: r for r in folder.read_trials()}
+    trials = run.trials.set_index("trial_id", drop=False)  # trials.csv, read once above
     for i, (tid, seed) in enumerate(todo, 1):
-        row = trials[tid]
+        row = trials.loc[tid]
         config = dataclasses.replace(proxy, seed=seed, threads=threads)
         result = train_proxy(folder.row_architecture(row), data, config, split=CONFIRM_SPLIT)
         name = row["name"] or tid
