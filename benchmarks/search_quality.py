@@ -11,8 +11,7 @@ equal compute (both runs of a pair cut at the smaller one's candidate CPU-second
 references matched or beaten at no more FLOPs by any candidate and by candidates that are no
 reference's neighbour (more than two edits away); candidate CPU-seconds. Across seeds: the mean
 paired difference with a bootstrap 95% interval and the win rate. ``--arms`` picks the settings
-run per seed: ``before`` and ``after`` by default; ``evolution`` (the defaults with
-``--sampler evolution``) is summarised against ``after`` (``summary_evolution``).
+run per seed (default both).
 
 ``replay``: full runs (``--scheduler none``) are recorded once per seed; each early-stopping
 policy is replayed on their curves (``search.replay``): the share of the finally non-dominated
@@ -20,7 +19,6 @@ candidates it stops and the compute it saves.
 
     python benchmarks/search_quality.py paired --seeds 10 --out benchmarks/results/search_quality.json
     python benchmarks/search_quality.py replay --seeds 10 --out benchmarks/results/search_quality.json
-    python benchmarks/search_quality.py paired --arms after,evolution --seeds 10 --out ...
     python benchmarks/search_quality.py paired --smoke      # 1 seed, 3 trials: checks the script
 
 Definitions as in SCIENCE.md (matched, neighbour, hypervolume gained, paired runs).
@@ -51,10 +49,9 @@ from search.replay import POLICIES, recorded_trials, replay  # noqa: E402
 SETTINGS = {
     "before": ["--scheduler", "asha", "--no-warm-start", "--startup", "uniform"],
     "after": [],  # the defaults
-    "evolution": ["--sampler", "evolution"],  # the defaults but aging evolution for TPE
 }
 # Comparisons summarised: (name in the record, baseline arm, new arm).
-COMPARISONS = (("summary", "before", "after"), ("summary_evolution", "after", "evolution"))
+COMPARISONS = (("summary", "before", "after"),)
 
 
 def run_once(args, seed: int, name: str, extra: list[str], runs: Path) -> dict:
@@ -189,6 +186,15 @@ def paired(args, record: dict, runs: Path, save) -> None:
                   f"{s['ci95'][1]:+.4f}], {new} wins {s['wins']}/{s['seeds']}")
 
 
+def _seed_sd(meta: dict) -> float:
+    """The proxy's seed spread (points) that today's code counts for a recorded run's proxy:
+    the replay judges the policies as a run started now would apply them."""
+    from evaluators.proxy import ProxyConfig, seed_sd
+
+    known = seed_sd(meta["dataset"], ProxyConfig(**meta["proxy"]))
+    return known[0] if known else 0.0
+
+
 def replayed(args, record: dict, runs: Path, save) -> None:
     full = record.setdefault("full_runs", {})
     for seed in range(args.first_seed, args.first_seed + args.seeds):
@@ -200,9 +206,11 @@ def replayed(args, record: dict, runs: Path, save) -> None:
     for seed, info in sorted(full.items()):
         run = load_run(info["run"])
         trials = recorded_trials(run)
+        sd = _seed_sd(run.meta)
         for policy in POLICIES:
-            r = replay(trials, policy=policy, workers=2, held_out=run.meta["data"]["val"])
-            rows[policy].append({"seed": int(seed), "stopped": len(r.stopped),
+            r = replay(trials, policy=policy, workers=2, held_out=run.meta["data"]["val"],
+                       seed_sd=sd)
+            rows[policy].append({"seed": int(seed), "seed_sd": sd, "stopped": len(r.stopped),
                                  "front": len(r.final_front),
                                  "front_stopped": len(r.front_stopped),
                                  "saved": r.saved, "makespan": r.makespan})

@@ -35,7 +35,6 @@ import optuna
 from optuna.trial import TrialState
 
 from evaluators.flops import count
-from search.evolution import AgingEvolutionSampler
 from search.settings import OBJECTIVES, SAMPLERS
 from search.startup import StartupPlan, startup_trials
 from search.warm_start import warm_start_trial, warm_started
@@ -69,8 +68,6 @@ def make_sampler(name: str, *, seed: int, n_trials: int,
                                              warn_independent_sampling=False)
     if name == "random":
         return optuna.samplers.RandomSampler(seed=seed)
-    if name == "evolution":
-        return AgingEvolutionSampler(seed=seed)
     raise ValueError(f"sampler: got {name!r}, expected one of {', '.join(SAMPLERS)}")
 
 

@@ -21,7 +21,7 @@ SCHEDULERS = ("pareto-asha", "asha", "none")
 # --startup's choices: the sampler's first proposals spread over the FLOPs range
 # (search/startup.py), or the sampler's own uniform draws
 STARTUPS = ("spread", "uniform")
-SAMPLERS = ("nsga2", "tpe", "gp", "random", "evolution")  # Optuna samplers (search/candidates.py)
+SAMPLERS = ("nsga2", "tpe", "gp", "random")  # Optuna samplers (search/candidates.py)
 # The objectives a run may optimise and their Optuna direction: top1 (proxy top-1 %, higher is
 # better) plus FLOPs (MACs at 224x224) and/or latency (ms), lower is better.
 OBJECTIVES = {"top1": "maximize", "flops": "minimize", "latency": "minimize"}

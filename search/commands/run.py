@@ -45,9 +45,7 @@ def _how_long(g) -> None:
     g.add_argument("--sampler", choices=SAMPLERS, default="tpe",
                    help="Optuna sampler choosing the candidates: tpe (multivariate TPE; the best "
                         "hypervolume in benchmarks/sampler_quality.py), nsga2, gp (slow to "
-                        "propose in this many dimensions: for expensive trials), random, or "
-                        "evolution (aging evolution: one-dimension mutations of recent good "
-                        "networks; being compared with tpe in benchmarks/search_quality.py)")
+                        "propose in this many dimensions: for expensive trials) or random")
     g.add_argument("--scheduler", choices=SCHEDULERS, default="pareto-asha",
                    help="pareto-asha: successive halving on the run's objectives (proxy top1 "
                         "against FLOPs/latency), stopping only candidates dominated beyond the "

@@ -18,7 +18,7 @@ def _study(sampler="nsga2", n=40):
                                sampler=make_sampler(sampler, seed=3, n_trials=n))
 
 
-@pytest.mark.parametrize("sampler", ["nsga2", "tpe", "random", "evolution"])
+@pytest.mark.parametrize("sampler", ["nsga2", "tpe", "random"])
 def test_no_candidate_above_budget_is_ever_dispatched(sampler):
     budget = 40_000_000
     study = _study(sampler)

@@ -67,7 +67,7 @@ def _proposals(sampler: str, top1s, n: int = 4) -> list[dict]:
 
 # GP reads every completed trial too, but one of its proposals in this space takes about half a
 # minute on a 2-core CPU: too slow for the suite.
-@pytest.mark.parametrize("sampler", ["tpe", "nsga2", "evolution"])
+@pytest.mark.parametrize("sampler", ["tpe", "nsga2"])
 def test_each_samplers_proposals_depend_on_the_warm_start(sampler):
     good = _proposals(sampler, (99.0, 98.0, 97.0))
     bad = _proposals(sampler, (10.0, 11.0, 12.0))
