@@ -39,11 +39,15 @@ def pareto_lines(run: RunData) -> list[str]:
     return lines
 
 
-def standing_lines(run: RunData, *, confirmed: bool = False) -> list[str]:
+def standing_lines(run: RunData) -> list[str]:
     """Where the hand design stands (:mod:`results.compare`): per reference model, the best
-    candidate at no more FLOPs and the top1 difference; empty without references.
-    ``confirmed``: on the confirmed means (:mod:`results.confirm`) instead."""
-    trials = confirmed_trials(run) if confirmed else run.trials
+    candidate at no more FLOPs and the top1 difference; empty without references."""
+    return _standing(run, run.trials, confirmed=False)
+
+
+def _standing(run: RunData, trials, *, confirmed: bool) -> list[str]:
+    """:func:`standing_lines` on ``trials``: the search's figures, or the confirmed means
+    (:mod:`results.confirm`)."""
     near = neighbours(trials)
     rows = reference_standing(trials, near=near, noise=run_noise(run.meta))
     if not rows:
@@ -87,5 +91,5 @@ def confirmed_lines(run: RunData) -> list[str]:
         se = f" ±{2 * r.top1_se:.1f}" if r.top1_se == r.top1_se else ""
         lines.append(f"{r.name or r.trial_id:<24}{format_flops(r.flops):>9}"
                      f"{r.search_top1:>9.2f}{r.top1:>11.2f}{se}")
-    standing = standing_lines(run, confirmed=True)
+    standing = _standing(run, t, confirmed=True)
     return lines + ([""] + standing if standing else [])
