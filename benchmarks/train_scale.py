@@ -23,8 +23,9 @@ run a ``python -m search train`` subprocess of ghostnet_050 at ``--resolution 64
   training images of the full folder in a subprocess, batch 64, augmented: its peak anonymous
   memory, which should not depend on the number of images.
 
-Printed, and written to ``--out`` (JSON) with the machine. The machine-wide benchmark lock is
-held throughout.
+Printed, and written to ``--out`` (JSON): the parts run replace those of an existing record,
+each with the machine it ran on (``<part>_machine``). The machine-wide benchmark lock is held
+throughout.
 """
 
 from __future__ import annotations
@@ -160,6 +161,7 @@ def parity(data: Path, work: Path, env: dict[str, str], *, seeds: int, epochs: i
     one = [r["workers_1"]["top1"] for r in runs]
     two = [r["workers_2"]["top1"] for r in runs]
     summary = {
+        "epochs": epochs,
         "mean_top1_1_worker": statistics.mean(one), "mean_top1_2_workers": statistics.mean(two),
         "seed_stdev_1_worker": statistics.stdev(one) if len(one) > 1 else None,
         "seed_stdev_2_workers": statistics.stdev(two) if len(two) > 1 else None,
@@ -347,8 +349,20 @@ def main(argv: list[str] | None = None) -> int:
         result["seconds"] = time.perf_counter() - t0
     result["load_after"] = os.getloadavg()[0]
     if args.out:
-        args.out.write_text(json.dumps(result, indent=1) + "\n")
+        args.out.write_text(json.dumps(_merged(args.out, result, parts), indent=1) + "\n")
     return 0
+
+
+def _merged(out: Path, result: dict, parts: list[str]) -> dict:
+    """The record at ``out`` with the parts just run replaced, each part beside the machine
+    and wall time it was measured with: parts measured in separate runs are kept."""
+    record = json.loads(out.read_text()) if out.exists() else {}
+    record.update({k: result[k] for k in ("benchmark", "model", "resolution", "batch_size")})
+    for part in parts:
+        record[part] = result[part]
+        record[f"{part}_machine"] = {**result["machine"], "load_after": result["load_after"],
+                                     "run_seconds": result["seconds"]}
+    return record
 
 
 if __name__ == "__main__":
