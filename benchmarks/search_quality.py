@@ -189,10 +189,10 @@ def paired(args, record: dict, runs: Path, save) -> None:
 def _seed_sd(meta: dict) -> float:
     """The proxy's seed spread (points) that today's code counts for a recorded run's proxy:
     the replay judges the policies as a run started now would apply them."""
-    from evaluators.proxy import ProxyConfig, seed_sd
+    from search.settings import RunSettings
 
-    known = seed_sd(meta["dataset"], ProxyConfig(**meta["proxy"]))
-    return known[0] if known else 0.0
+    known = RunSettings.from_dict(meta["settings"]).proxy_settings().seed_sd
+    return known if known is not None else 0.0
 
 
 def replayed(args, record: dict, runs: Path, save) -> None:

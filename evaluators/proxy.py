@@ -56,8 +56,7 @@ from evaluators.training import (
 )
 
 __all__ = ["ProxyConfig", "ConfigError", "EpochReport", "ProxyResult", "PRESETS", "STATUSES",
-           "RECIPE_VERSION", "hits_to_hex", "hits_from_hex", "SEED_SD", "seed_sd",
-           "proxy_config", "train_proxy"]
+           "RECIPE_VERSION", "hits_to_hex", "hits_from_hex", "proxy_config", "train_proxy"]
 
 STATUSES = ("finished", "early_stopped", "failed")
 # The proxy recipe's version: raised whenever a change to the trainer alters what the same
@@ -119,22 +118,6 @@ PRESETS: dict[str, dict[str, Any]] = {
     "cifar100": {},
     "folder": {},
 }
-
-
-# The seed-to-seed standard deviation of top-1 (points) of a data set's default proxy, as
-# measured by benchmarks/proxy_budget.py (the record is named beside each value): the noise a
-# run's comparisons count beyond the held-out images' binomial error. Absent: not measured yet.
-SEED_SD: dict[str, tuple[float, str]] = {}
-
-
-def seed_sd(dataset: str, config: ProxyConfig) -> tuple[float, str] | None:
-    """(standard deviation in points, its record) for ``config`` on ``dataset``, when it is the
-    data set's default proxy and that was measured; None otherwise."""
-    if dataset not in SEED_SD or config != proxy_config(dataset, seed=config.seed,
-                                                         threads=config.threads,
-                                                         device=config.device):
-        return None
-    return SEED_SD[dataset]
 
 
 def proxy_config(dataset: str, **overrides: Any) -> ProxyConfig:

@@ -38,7 +38,7 @@ export = export_architecture
 
 
 def run(budget: str | int, *, out: str | os.PathLike | None = None, trials: int = 12,
-        epochs: int | None = None, dataset: str = "digits",
+        proxy: str | None = None, epochs: int | None = None, dataset: str = "digits",
         data_dir: str | os.PathLike | None = None, max_train: int | None = None,
         max_val: int | None = None, sampler: str = "tpe", scheduler: str = "pareto-asha",
         seed: int = 0, objectives: str | Sequence[str] = ("top1", "flops"),
@@ -57,7 +57,7 @@ def run(budget: str | int, *, out: str | os.PathLike | None = None, trials: int 
     it to exist. ``report``: write ``report.html`` and ``pareto.csv`` at the end.
     """
     settings = _settings(
-        budget, trials=trials, epochs=epochs, dataset=dataset, data_dir=data_dir,
+        budget, trials=trials, proxy=proxy, epochs=epochs, dataset=dataset, data_dir=data_dir,
         max_train=max_train, max_val=max_val, sampler=sampler, scheduler=scheduler, seed=seed,
         objectives=objectives, latency_budget=latency_budget, latency_table=latency_table,
         space=space, references=references, warm_start=warm_start, startup=startup,

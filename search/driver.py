@@ -33,7 +33,7 @@ from evaluators import data as datasets
 from evaluators.budget import check_budget_reachable, format_flops
 from evaluators.cache import cache_key, data_identity
 from evaluators.flops import FlopsRange, count, flops_range
-from evaluators.proxy import ProxyConfig, proxy_config, seed_sd
+from evaluators.proxy import ProxyConfig, proxy_config
 from results.noise import run_noise
 from results.runfolder import SCHEMA_VERSION, RunFolder, RunFolderError, probe_writable
 from results.table import best_candidate
@@ -506,17 +506,18 @@ def _open_folder(settings: RunSettings, out_dir: str | os.PathLike) -> tuple[Run
 def _load_data(settings: RunSettings, *, log: Callable[[str], None]
                ) -> tuple[ProxyConfig, datasets.ImageData]:
     """The proxy's settings and the data set every trial trains on."""
-    overrides: dict[str, Any] = {"seed": settings.seed}
-    if settings.epochs is not None:
-        overrides["epochs"] = settings.epochs
+    chosen = settings.proxy_settings()
+    overrides: dict[str, Any] = {"seed": settings.seed, "epochs": chosen.epochs}
+    if chosen.resolution is not None:
+        overrides["resolution"] = chosen.resolution
     proxy = proxy_config(settings.dataset, **overrides)
     data = datasets.load_dataset(settings.dataset, data_dir=settings.data_dir,
-                                 seed=settings.seed, max_train=settings.max_train,
-                                 max_val=settings.max_val, cache_dir=datasets.default_cache_dir(),
+                                 seed=settings.seed, max_train=chosen.max_train,
+                                 max_val=chosen.max_val, cache_dir=datasets.default_cache_dir(),
                                  progress=DecodeProgress(log))
-    if settings.max_val is not None and settings.max_val > data.val_x.shape[0]:
-        log(f"note: --max-val {settings.max_val} is more than the {data.val_x.shape[0]} held-out "
-            "images; all of them are used")
+    if chosen.max_val is not None and chosen.max_val > data.val_x.shape[0]:
+        log(f"note: {chosen.max_val} held-out images asked for (--max-val or --proxy "
+            f"{chosen.preset}), {data.val_x.shape[0]} there; all of them are used")
     return proxy, data
 
 
@@ -538,20 +539,21 @@ def _start_meta(folder: RunFolder, settings: RunSettings, *, resumed: bool, prox
                  "classes": data.num_classes, "image_side": int(data.train_x.shape[-1])},
         "flops_convention": "multiply-accumulates of Conv2d+Linear at 224x224, 1000 classes",
         "space_flops_range": [flops.min_flops, flops.max_flops], "schema": SCHEMA_VERSION,
-        "proxy_noise": _proxy_noise(settings, proxy),
+        "proxy_preset": settings.proxy_settings().to_dict(),
+        "proxy_noise": _proxy_noise(settings),
     })
     folder.write_meta(meta)
     return meta
 
 
-def _proxy_noise(settings: RunSettings, proxy: ProxyConfig) -> dict:
-    """run.json's ``proxy_noise``: the proxy's measured seed spread, where known, that
+def _proxy_noise(settings: RunSettings) -> dict:
+    """run.json's ``proxy_noise``: the preset's measured seed spread, where known, that
     comparisons of this run's top-1 figures count beyond the held-out images' binomial error."""
-    known = seed_sd(settings.dataset, proxy)
-    if known is None:
-        return {"seed_sd": None, "source": "not measured for these proxy settings; only the "
-                "held-out images' binomial error is counted"}
-    return {"seed_sd": known[0], "source": known[1]}
+    chosen = settings.proxy_settings()
+    if chosen.seed_sd is None:
+        return {"seed_sd": None, "source": f"{chosen.seed_sd_source}; only the held-out "
+                "images' binomial error is counted"}
+    return {"seed_sd": chosen.seed_sd, "source": chosen.seed_sd_source}
 
 
 def _log_start(driver: SearchDriver, *, resumed: bool, proxy: ProxyConfig,
@@ -560,8 +562,8 @@ def _log_start(driver: SearchDriver, *, resumed: bool, proxy: ProxyConfig,
     driver.log(f"GhostNAS {'resuming' if resumed else 'run'} -> {driver.folder.path} | budget "
                f"{format_flops(s.budget_flops)} FLOPs (MACs at 224x224) | {s.dataset}: "
                f"{data.train_x.shape[0]} train / {data.val_x.shape[0]} held-out images, "
-               f"{data.num_classes} classes, proxy {_count(proxy.epochs, 'epoch')} at "
-               f"{proxy.resolution}px | {_count(s.trials, 'candidate')} + "
+               f"{data.num_classes} classes, proxy {s.proxy_settings().preset}: "
+               f"{_count(proxy.epochs, 'epoch')} at {proxy.resolution}px | {_count(s.trials, 'candidate')} + "
                f"{_count(driver.total_refs, 'reference')} | sampler "
                f"{s.sampler} (warm start: {_count(len(driver.warm), 'reference')}, start-up "
                f"{s.startup}), scheduler {s.scheduler}"

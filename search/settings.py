@@ -9,7 +9,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from evaluators.proxy import proxy_config
+from evaluators.proxy_presets import ResolvedProxy, resolve_proxy
+from evaluators.training import ConfigError
 from space import UserError
 from space.checks import check_float, check_int
 
@@ -52,7 +53,8 @@ class RunSettings:
 
     budget_flops: int  # MACs at 224x224; candidates above it are never trained
     trials: int = 12  # candidates to train (duplicates and over-budget proposals do not count)
-    epochs: int | None = None  # proxy epochs; None: the dataset's preset (evaluators/proxy.py)
+    proxy: str | None = None  # --proxy preset (evaluators/proxy_presets.py); None: the default
+    epochs: int | None = None  # proxy epochs; None: the preset's
     dataset: str = "digits"
     data_dir: str | None = None
     max_train: int | None = None  # seeded stratified subset of the training split
@@ -85,6 +87,10 @@ class RunSettings:
             if getattr(self, name) not in allowed:
                 raise SettingsError(f"--{name}: got {getattr(self, name)!r}, expected one of "
                                     f"{', '.join(allowed)}")
+        try:
+            self.proxy_settings()
+        except ConfigError as exc:
+            raise SettingsError(str(exc)) from None
         check_int("--confirm", self.confirm, minimum=0, error=SettingsError)
         check_int("--confirm-seeds", self.confirm_seeds, minimum=2, error=SettingsError)
         for name in ("epochs", "max_train", "max_val", "max_concurrent"):  # None: the default
@@ -127,16 +133,27 @@ class RunSettings:
             raise SettingsError(f"{where}: saved run settings are not valid ({exc}); pass a new "
                                 "--out to start a new run") from None
 
-    def proxy_epochs(self) -> int:
-        """Epochs per proxy trial: ``--epochs``, else the data set's default."""
-        return self.epochs if self.epochs is not None else proxy_config(self.dataset).epochs
+    def proxy_settings(self) -> ResolvedProxy:
+        """The proxy trainings' epochs, images and resolution: each explicit option, else the
+        ``--proxy`` preset's value (else the data set's default preset's)."""
+        return resolve_proxy(self.dataset, self.proxy, epochs=self.epochs,
+                             max_train=self.max_train, max_val=self.max_val)
 
     def resumable_from(self, old: RunSettings) -> None:
         """Raise a one-line error if ``old`` (from run.json) cannot be continued as ``self``."""
+        if self.dataset == old.dataset:  # what a preset gives, given or not, is one setting
+            mine_p, theirs_p = self.proxy_settings(), old.proxy_settings()
+            if mine_p.preset != theirs_p.preset and _proxy_key(mine_p) != _proxy_key(theirs_p):
+                raise SettingsError(
+                    f"this run folder was started with --proxy {theirs_p.preset} "
+                    f"({_describe(theirs_p)}), now --proxy {mine_p.preset} "
+                    f"({_describe(mine_p)}); continue it with the same preset, or pass a new "
+                    "--out")
         for name in RESUME_MUST_MATCH:
             mine, theirs = getattr(self, name), getattr(old, name)
-            if name == "epochs":  # the data set's default, given or not, is one setting
-                mine, theirs = self.proxy_epochs(), old.proxy_epochs()
+            if name in _FROM_PRESET and self.dataset == old.dataset:
+                mine = getattr(self.proxy_settings(), name)
+                theirs = getattr(old.proxy_settings(), name)
             if mine == theirs:
                 continue
             if name == "latency_table_sha256" and theirs is None:
@@ -166,6 +183,9 @@ RESUME_MUST_MATCH = ("budget_flops", "dataset", "epochs", "data_dir", "max_train
                      "space_sha256", "latency_table_sha256")
 
 
+# Settings a --proxy preset gives unless their option is given: compared as resolved.
+_FROM_PRESET = ("epochs", "max_train", "max_val")
+
 # Settings whose command-line option has another name than the field.
 _FLAGS = {"budget_flops": "--budget", "latency_budget_ms": "--latency-budget"}
 
@@ -186,6 +206,16 @@ def _show(value: Any, name: str = "") -> str:
     if name == "latency_budget_ms":
         return f"{value:g}ms"
     return str(value)
+
+
+def _proxy_key(p: ResolvedProxy) -> tuple:
+    return p.epochs, p.max_train, p.max_val, p.resolution
+
+
+def _describe(p: ResolvedProxy) -> str:
+    images = "all" if p.max_train is None else f"{p.max_train:,}"
+    side = "" if p.resolution is None else f" at {p.resolution} px"
+    return f"{images} training images x {p.epochs} epochs{side}"
 
 
 def file_sha256(path: str | None) -> str | None:

@@ -39,9 +39,12 @@ def _how_long(g) -> None:
     g.add_argument("--trials", type=int, default=DEFAULT_TRIALS, metavar="N",
                    help="candidate architectures to train (over-budget and repeated proposals "
                         "are not trained and do not count)")
+    g.add_argument("--proxy", default=None, metavar="NAME",
+                   help="how much training each candidate gets, as a named preset (docs/data-and-proxy.md): "
+                        f"{_presets_help()}; --epochs, --max-train and --max-val override "
+                        "their one setting of it")
     g.add_argument("--epochs", type=int, default=None, metavar="E",
-                   help="proxy epochs per trial (default: the dataset's preset: digits 3, "
-                        "CIFAR/folders 5)")
+                   help="proxy epochs per trial (default: the --proxy preset's)")
     g.add_argument("--sampler", choices=SAMPLERS, default="tpe",
                    help="Optuna sampler choosing the candidates: tpe (multivariate TPE; the best "
                         "hypervolume in benchmarks/sampler_quality.py), nsga2, gp (slow to "
@@ -68,6 +71,19 @@ def _how_long(g) -> None:
                    help="seeds the sampler, the held-out split, weights and batch order")
 
 
+def _presets_help() -> str:
+    from evaluators.proxy_presets import DEFAULT_PRESET, PROXY_PRESETS
+
+    kinds = {"digits": "on digits", "images": "on CIFAR and folders"}
+
+    def one(kind: str, name: str) -> str:
+        default = ", the default" if name == DEFAULT_PRESET[kind] else ""
+        return f"{name} ({PROXY_PRESETS[kind][name].about}{default})"
+
+    return "; ".join(f"{kinds[kind]} " + ", ".join(one(kind, name) for name in presets)
+                     for kind, presets in PROXY_PRESETS.items())
+
+
 def _data(g) -> None:
     g.add_argument("--dataset", choices=DATASETS, default="digits",
                    help="digits: scikit-learn's handwritten digits, embedded (no download); "
@@ -76,11 +92,12 @@ def _data(g) -> None:
     g.add_argument("--data-dir", metavar="PATH", default=None,
                    help="where the dataset lies (cifar10, cifar100, folder)")
     g.add_argument("--max-train", type=int, default=None, metavar="N",
-                   help="train each proxy on a seeded, class-stratified subset of N images")
+                   help="train each proxy on a seeded, class-stratified subset of N images "
+                        "(default: the --proxy preset's)")
     g.add_argument("--max-val", type=int, default=None, metavar="M",
                    help="score each proxy on a seeded, class-stratified subset of M held-out "
-                        "images (default: the whole held-out split, 10%% of the training "
-                        "images, digits 25%%, whatever --max-train is)")
+                        "images (default: the --proxy preset's, else the whole held-out "
+                        "split: 10%% of the training images, digits 25%%)")
 
 
 def _resources_and_results(g) -> None:

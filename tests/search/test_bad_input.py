@@ -111,6 +111,8 @@ CASES = [
          "as an option; write --budget=-5M"),
     case("run-budget-below-the-space", "run --budget 1MFLOPs --out {out}",
          "below the cheapest architecture", "raise the budget"),
+    case("run-proxy-unknown-for-the-data", "run --budget 300MFLOPs --proxy quick --out {out}",
+         "--proxy: got 'quick'; on digits choose one of standard, thorough"),
     case("run-confirm-negative", "run --budget 300MFLOPs --confirm -1 --out {out}",
          "--confirm", "integer >= 0"),
     case("run-confirm-one-seed", "run --budget 300MFLOPs --confirm 2 --confirm-seeds 1 "

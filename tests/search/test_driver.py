@@ -38,3 +38,17 @@ def test_only_finished_candidates_within_the_budget_compete():
             _row("c0002", top1=90.0, flops=250_000_000)]
     assert "best <= 300.0M: 90.0% (c0002)" in _progress_line(rows)
     assert "| best: - |" in _progress_line(rows[:2])
+
+
+def test_a_proxy_preset_sets_what_every_trial_trains_with(tmp_path, monkeypatch):
+    from search.driver import _load_data, _proxy_noise
+    from tests.helpers import write_image_folder
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    folder = write_image_folder(tmp_path / "images", per_class=20)
+    settings = RunSettings(budget_flops=300_000_000, dataset="folder", data_dir=str(folder),
+                           proxy="quick", max_val=6)
+    proxy, data = _load_data(settings, log=lambda line: None)
+    assert (proxy.resolution, proxy.epochs) == (16, 5)  # the preset's
+    assert data.val_x.shape[0] == 6  # the explicit option's
+    assert "--max-val changed --proxy quick" in _proxy_noise(settings)["source"]

@@ -39,6 +39,28 @@ def test_epochs_given_or_left_to_the_data_sets_default_are_one_setting():
         cifar.resumable_from(default)  # the data set is named, not its default epochs
 
 
+def test_a_preset_is_kept_on_resume_by_what_it_gives():
+    quick = RunSettings(budget_flops=300_000_000, dataset="folder", data_dir="/d", proxy="quick")
+    quick.resumable_from(quick)
+    with pytest.raises(SettingsError, match=r"started with --proxy quick \(20,000 training "
+                                            r"images x 5 epochs at 16 px\), now --proxy "
+                                            r"thorough \(all training images x 5 epochs\)"):
+        dataclasses.replace(quick, proxy=None).resumable_from(quick)
+    # the same settings spelled as a preset or as options are one setting ...
+    standard = dataclasses.replace(quick, proxy="standard")
+    spelled = dataclasses.replace(quick, proxy="thorough", max_train=20_000, max_val=5_000)
+    spelled.resumable_from(standard)
+    # ... and an option that changes a preset's value is named
+    with pytest.raises(SettingsError, match=r"started with --epochs 5 \(now 7\)"):
+        dataclasses.replace(standard, epochs=7).resumable_from(standard)
+
+
+def test_an_unknown_preset_is_refused_in_one_line():
+    with pytest.raises(SettingsError, match="--proxy: got 'fast'; on folder choose one of "
+                                            "quick, standard, thorough"):
+        RunSettings(budget_flops=300_000_000, dataset="folder", data_dir="/d", proxy="fast")
+
+
 def test_settings_that_may_change_are_accepted():
     changed = {"trials": 40, "cpus_per_trial": 2.0, "scheduler": "none", "references": False}
     assert not set(changed) & set(RESUME_MUST_MATCH)

@@ -1,0 +1,106 @@
+"""Named proxies (``--proxy``): how much training each candidate gets, from quick to thorough.
+
+A preset fixes, for every proxy training of a run, the training images (a seeded,
+class-stratified subset of ``max_train``), the held-out images it is scored on (``max_val``),
+the epochs and the input side; the rest of the recipe is the data set's
+(:data:`evaluators.proxy.PRESETS`). ``benchmarks/proxy_budget.py`` measures each preset: Kendall
+tau against a long training, the seed-to-seed spread of top-1, seconds per network
+(docs/data-and-proxy.md).
+
+One precedence rule: an explicit option (``--epochs``, ``--max-train``, ``--max-val``) overrides
+its one setting of the preset; the preset (``--proxy``, else the data kind's default) gives the
+others. A preset's measured seed spread describes the preset only: once an option overrides it,
+the run counts no seed spread it has not measured.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+from evaluators.training import ConfigError
+
+__all__ = ["ProxyPreset", "ResolvedProxy", "PROXY_PRESETS", "DEFAULT_PRESET", "data_kind",
+           "preset_names", "resolve_proxy"]
+
+
+@dataclass(frozen=True)
+class ProxyPreset:
+    epochs: int
+    max_train: int | None = None  # training images; None: the whole training split
+    max_val: int | None = None  # held-out images scored; None: the whole held-out split
+    resolution: int | None = None  # input side (px); None: the data set's proxy resolution
+    seed_sd: float | None = None  # seed-to-seed standard deviation of top-1, points, measured
+    measured_in: str = ""  # the record seed_sd comes from
+    about: str = ""  # one line for --help and the docs
+
+
+_DIGITS_RECORD = "benchmarks/results/proxy_budget_digits.json"
+
+# Per kind of data. The digits are 1,797 images of 8x8: epochs are the only lever.
+PROXY_PRESETS: dict[str, dict[str, ProxyPreset]] = {
+    "digits": {
+        "standard": ProxyPreset(epochs=3, about="3 epochs"),
+        "thorough": ProxyPreset(epochs=6, about="6 epochs: twice the cost"),
+    },
+    "images": {
+        "quick": ProxyPreset(epochs=5, max_train=20_000, max_val=5_000, resolution=16,
+                             about="20,000 images x 5 epochs at 16 px"),
+        "standard": ProxyPreset(epochs=5, max_train=20_000, max_val=5_000,
+                                about="20,000 images x 5 epochs at 32 px"),
+        "thorough": ProxyPreset(epochs=5, about="every training image x 5 epochs at 32 px"),
+    },
+}
+DEFAULT_PRESET = {"digits": "standard", "images": "thorough"}
+
+
+def data_kind(dataset: str) -> str:
+    """"digits" for the embedded digits; "images" for CIFAR and image folders."""
+    return "digits" if dataset == "digits" else "images"
+
+
+def preset_names(dataset: str) -> tuple[str, ...]:
+    return tuple(PROXY_PRESETS[data_kind(dataset)])
+
+
+@dataclass(frozen=True)
+class ResolvedProxy:
+    """What a run's proxy trainings get, after the precedence rule."""
+
+    preset: str  # the preset the settings start from
+    epochs: int
+    max_train: int | None
+    max_val: int | None
+    resolution: int | None
+    overridden: tuple[str, ...]  # settings an explicit option changed
+    seed_sd: float | None  # the preset's measured seed spread; None if overridden or unmeasured
+    seed_sd_source: str
+
+    def to_dict(self) -> dict:
+        data = dataclasses.asdict(self)
+        data["overridden"] = list(self.overridden)
+        return data
+
+
+def resolve_proxy(dataset: str, name: str | None = None, *, epochs: int | None = None,
+                  max_train: int | None = None, max_val: int | None = None) -> ResolvedProxy:
+    """The proxy settings of a run on ``dataset`` with ``--proxy name`` (None: the default)
+    and the explicit options given (None: not given)."""
+    kind = data_kind(dataset)
+    name = DEFAULT_PRESET[kind] if name is None else name
+    if name not in PROXY_PRESETS[kind]:
+        raise ConfigError(f"--proxy: got {name!r}; on {dataset} choose one of "
+                          f"{', '.join(PROXY_PRESETS[kind])}")
+    preset = PROXY_PRESETS[kind][name]
+    given = {"epochs": epochs, "max_train": max_train, "max_val": max_val}
+    overridden = tuple(k for k, v in given.items() if v is not None and v != getattr(preset, k))
+    values = {k: getattr(preset, k) if v is None else v for k, v in given.items()}
+    if overridden:
+        sd, source = None, (f"not measured: {', '.join('--' + k.replace('_', '-') for k in overridden)} "
+                            f"changed --proxy {name}")
+    elif preset.seed_sd is None:
+        sd, source = None, f"not measured yet for --proxy {name}"
+    else:
+        sd, source = preset.seed_sd, f"--proxy {name}, measured in {preset.measured_in}"
+    return ResolvedProxy(preset=name, resolution=preset.resolution, overridden=overridden,
+                         seed_sd=sd, seed_sd_source=source, **values)
