@@ -71,7 +71,7 @@ PROXIES = {
     },
 }
 # The target: a long training on all training images, scored on the official test split (on
-# folders twice the image-epochs of the costliest proxy, ten times the cheapest 32 px one's).
+# folders twice the image-epochs of the costliest proxy, twenty times the cheapest 32 px one's).
 TARGETS = {"digits": {"epochs": 20}, "folder": {"max_train": None, "epochs": 10}}
 CHUNK = 8  # trainings per hold of the benchmark lock: other benchmarks get turns in between
 SEEDS = (0, 1, 2)
