@@ -335,9 +335,11 @@ def analyse(record: dict) -> dict:
                 pair_taus.append(_tau([nets[n][s1]["top1"] for n in common],
                                       [nets[n][s2]["top1"] for n in common]))
         row["seed_tau"] = statistics.fmean(pair_taus) if pair_taus else math.nan
-        sds = [statistics.stdev([s["top1"] for s in n.values()]) for n in nets.values()
+        # pooled over networks: the root of the mean per-network variance across seeds
+        var = [statistics.variance([s["top1"] for s in n.values()]) for n in nets.values()
                if len(n) >= 2]
-        row["seed_sd_top1"] = statistics.fmean(sds) if sds else math.nan
+        row["seed_sd_top1"] = math.sqrt(statistics.fmean(var)) if var else math.nan
+        row["seed_sd_networks"] = len(var)
         if "ghostnet_050" in nets and "ghostnet_130" in nets:
             gaps = [nets["ghostnet_130"][s]["top1"] - nets["ghostnet_050"][s]["top1"]
                     for s in seeds if s in nets["ghostnet_130"] and s in nets["ghostnet_050"]]
