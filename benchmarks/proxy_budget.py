@@ -297,6 +297,19 @@ def _pairwise(nets: list[str], proxy: dict, target: dict, flops: dict) -> float:
     return right / total if total else math.nan
 
 
+def _preset_of(dataset: str, settings: dict) -> str | None:
+    """The --proxy preset a study proxy measures (same epochs, training images and side; the
+    held-out subset is the whole split either way), or None."""
+    from evaluators.proxy_presets import PROXY_PRESETS, data_kind
+
+    for name, p in PROXY_PRESETS[data_kind(dataset)].items():
+        if (p.epochs, p.max_train, p.resolution) == (settings.get("epochs"),
+                                                     settings.get("max_train"),
+                                                     settings.get("resolution")):
+            return name
+    return None
+
+
 def analyse(record: dict) -> dict:
     from scipy.stats import spearmanr
 
@@ -313,7 +326,8 @@ def analyse(record: dict) -> dict:
     both = [n for n in tseeds if 0 in tseeds[n] and 1 in tseeds[n]]
     ceiling = _tau([tseeds[n][0]["top1"] for n in both], [tseeds[n][1]["top1"] for n in both])
     for proxy, nets in by.items():
-        row = {"networks": len(nets)}
+        row = {"networks": len(nets),
+               "preset": _preset_of(record["dataset"], record["proxies"].get(proxy, {}))}
         for half in ("choose", "confirm", "all"):
             names = [n for n in nets if n in target and (half == "all"
                                                          or nets_info[n]["half"] == half)]
@@ -367,7 +381,8 @@ def report(args) -> None:
           f"{a['target_both_seeds']} networks")
     for proxy, row in a["by_proxy"].items():
         al = row.get("all", {})
-        print(f"{proxy:<12} n={row['networks']:>2}  tau {al.get('tau', math.nan):+.3f} "
+        name = f"{proxy} ({row['preset']})" if row.get("preset") else proxy
+        print(f"{name:<24} n={row['networks']:>2}  tau {al.get('tau', math.nan):+.3f} "
               f"[{al.get('tau_ci95', (math.nan,) * 2)[0]:+.2f}, "
               f"{al.get('tau_ci95', (math.nan,) * 2)[1]:+.2f}]  -FLOPs "
               f"{al.get('tau_minus_flops', math.nan):+.3f}  pairs "
