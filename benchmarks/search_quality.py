@@ -239,6 +239,7 @@ def main() -> None:
     ap.add_argument("--data-dir", default=None)
     ap.add_argument("--max-train", type=int, default=None)
     ap.add_argument("--max-val", type=int, default=None)
+    ap.add_argument("--proxy", default=None, help="the runs' --proxy preset")
     ap.add_argument("--runs", default=None,
                     help="where run folders go (default: a folder in the temp directory); their "
                          "tables are copied beside --out")
@@ -257,7 +258,7 @@ def main() -> None:
 
     args.budget_flops = parse_flops(args.budget)
     args.data = ["--dataset", args.dataset]
-    for flag in ("data_dir", "max_train", "max_val"):
+    for flag in ("data_dir", "max_train", "max_val", "proxy"):
         if getattr(args, flag) is not None:
             args.data += ["--" + flag.replace("_", "-"), str(getattr(args, flag))]
     out = Path(args.out)
