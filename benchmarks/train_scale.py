@@ -7,9 +7,9 @@ On the real CIFAR-10 JPEG files (``--cifar``, a .tar.gz extracted to a temporary
 run a ``python -m search train`` subprocess of ghostnet_050 at ``--resolution 64`` (held at
 73 px, random-resized crops, stem stride 2), with decoded images cached in a temporary folder:
 
-- parity: a class-balanced subset (100 training and 50 test images a class) trained by one
-  process (1 thread) and by 2 Ray Train workers (gloo, 1 thread each) with the same global
-  batch (32) and seed, for each of ``--seeds`` seeds: test top-1 of each, their differences,
+- parity: a class-balanced subset (``--parity-images``: 100 training and 50 test images a
+  class by default) trained by one process (1 thread) and by 2 Ray Train workers (gloo, 1
+  thread each) with the same global batch (32) and seed, for each of ``--seeds`` seeds: test top-1 of each, their differences,
   the spread across seeds, and the training throughput;
 - resume: a 2-worker run killed (SIGKILL to the driver) once its first epoch's checkpoint is
   written, then ``--resume --workers 1``: the epoch it resumed from, its status and top-1, and
@@ -314,6 +314,10 @@ def main(argv: list[str] | None = None) -> int:
                     ", ".join(PARTS))
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--epochs", type=int, default=8, help="epochs of the parity runs")
+    ap.add_argument("--parity-images", type=int, nargs=2, default=(100, 50),
+                    metavar=("TRAIN", "TEST"),
+                    help="parity and resume: training and test images a class (more: a test "
+                         "that can tell a smaller difference from the noise)")
     ap.add_argument("--sync-bn", action="store_true",
                     help="parity: also 2 workers with BatchNorm over the global batch")
     ap.add_argument("--out", type=Path, help="write the result as JSON here")
@@ -335,11 +339,13 @@ def main(argv: list[str] | None = None) -> int:
                "PYTHONPATH": str(ROOT)}
         print(f"extracting {args.cifar} ...", flush=True)
         full = _extract(args.cifar, work / "cifar")
-        small = _subset(full, work / "small", train=100, test=50)
+        small = _subset(full, work / "small", train=args.parity_images[0],
+                        test=args.parity_images[1])
         t0 = time.perf_counter()
         if "parity" in parts:
             result["parity"] = parity(small, work, env, seeds=args.seeds, epochs=args.epochs,
                                       sync_bn=args.sync_bn)
+            result["parity"]["images_a_class"] = list(args.parity_images)
         if "resume" in parts:
             result["resume"] = resume(small, work, env, epochs=3)
         if "streaming" in parts:
