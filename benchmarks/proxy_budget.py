@@ -169,9 +169,17 @@ def train_one(job: dict) -> dict:
 # The study
 
 
+def _cost(settings: dict) -> float:
+    """Relative cost of a proxy: training images x epochs x pixels (all images: 50,000)."""
+    side = settings.get("resolution") or 32
+    return (settings.get("max_train") or 50_000) * settings["epochs"] * side * side
+
+
 def jobs(args, record: dict, nets: dict[str, dict], code: str) -> list[dict]:
-    """Every (network, proxy, seed) the study wants and the record lacks, cheapest kind first:
-    proxies at seed 0, the target at seed 0, further seeds, the target's second seed."""
+    """Every (network, proxy, seed) the study wants and the record lacks, in the order that
+    gives figures soonest: the cheap proxies (a quarter of the costliest's image-epochs or
+    less) at seed 0, the target at seed 0, the other proxies at seed 0, further seeds, the
+    target's second seed."""
     side = halves(list(nets))
     wanted = []
     proxies = dict(PROXIES[args.dataset])
@@ -181,12 +189,14 @@ def jobs(args, record: dict, nets: dict[str, dict], code: str) -> list[dict]:
     target = {**TARGETS[args.dataset], **({"epochs": 2} if args.smoke else {})}
     seeds = SEEDS[:1] if args.smoke else SEEDS
     seeded = SEED_NETWORKS[args.dataset]
+    costliest = max(_cost(s) for s in proxies.values())
     for seed in seeds:
         for name, settings in proxies.items():
-            wanted += [(0 if seed == 0 else 2, n, name, settings, seed, False) for n in nets
+            kind = (0 if _cost(settings) <= costliest / 4 else 2) if seed == 0 else 3
+            wanted += [(kind, n, name, settings, seed, False) for n in nets
                        if seed == 0 or seeded is None or n in seeded]
     for seed in (TARGET_SEEDS[:1] if args.smoke else TARGET_SEEDS):
-        wanted += [(1 if seed == 0 else 3, n, "target", target, seed, True) for n in nets
+        wanted += [(1 if seed == 0 else 4, n, "target", target, seed, True) for n in nets
                    if seed == 0 or side[n] == "choose"]
     out = []
     for _, net, proxy, settings, seed, is_target in sorted(wanted, key=lambda w: w[0]):
