@@ -65,6 +65,7 @@ _TRIALS_KEYS = ("trials", "n_trials", "trials_requested")
 _REJECTED_KEYS = ("rejected_over_budget", "rejected", "n_rejected")
 _RUN_SETTINGS = (  # (label, run.json keys tried in order)
     ("dataset", ("dataset",)),
+    ("proxy preset", ("proxy_preset",)),
     ("epochs per trial", ("epochs",)),
     ("sampler", ("sampler",)),
     ("scheduler", ("scheduler",)),
@@ -270,6 +271,12 @@ def _setting_text(label: str, value: Any) -> str:
         return f"{format_flops(value)} MACs ({int(value):,})"
     if label == "latency budget" and isinstance(value, (int, float)):
         return f"{value:g} ms"
+    if label == "proxy preset" and isinstance(value, dict):
+        changed = value.get("overridden") or []
+        images = value.get("max_train") or "all"
+        return (f"{value.get('preset')}: {images} training images, {value.get('epochs')} "
+                f"epochs" + (f", {value['resolution']} px" if value.get("resolution") else "")
+                + (f" ({', '.join(changed)} set by option)" if changed else ""))
     if isinstance(value, (list, tuple)):
         return ", ".join(str(v) for v in value)
     if isinstance(value, dict):

@@ -239,3 +239,13 @@ def test_design_choices_that_do_not_vary_are_listed_not_plotted(tmp_path):
                         "se_share": 7 / 16, "k5_share": 7 / 16}
     page = write_report(tmp_path).read_text()
     assert "The same for every plotted candidate: depth (blocks) = 16" in page
+
+
+def test_the_summary_names_the_proxy_preset_and_what_an_option_changed(tmp_path):
+    from evaluators.proxy_presets import resolve_proxy
+
+    preset = resolve_proxy("folder", "quick", epochs=3).to_dict()
+    make_run(tmp_path, n=4, meta={"proxy_preset": preset})
+    settings = dict(compute_summary(load_run(tmp_path)).settings)
+    assert settings["proxy preset"] == ("quick: 20000 training images, 3 epochs, 16 px "
+                                        "(epochs set by option)")
