@@ -7,8 +7,8 @@ the epochs and the input side; the rest of the recipe is the data set's
 tau against a long training, the seed-to-seed spread of top-1, seconds per network
 (docs/data-and-proxy.md).
 
-One precedence rule: an explicit option (``--epochs``, ``--max-train``, ``--max-val``) overrides
-its one setting of the preset; the preset (``--proxy``, else the data kind's default) gives the
+One precedence rule: an explicit option (``--epochs``, ``--max-train``, ``--max-val``,
+``--resolution``) overrides its one setting of the preset; the preset (``--proxy``, else the data kind's default) gives the
 others. A preset's measured seed spread describes the preset only: once an option overrides it,
 the run counts no seed spread it has not measured.
 """
@@ -86,7 +86,8 @@ class ResolvedProxy:
 
 
 def resolve_proxy(dataset: str, name: str | None = None, *, epochs: int | None = None,
-                  max_train: int | None = None, max_val: int | None = None) -> ResolvedProxy:
+                  max_train: int | None = None, max_val: int | None = None,
+                  resolution: int | None = None) -> ResolvedProxy:
     """The proxy settings of a run on ``dataset`` with ``--proxy name`` (None: the default)
     and the explicit options given (None: not given)."""
     kind = data_kind(dataset)
@@ -95,7 +96,11 @@ def resolve_proxy(dataset: str, name: str | None = None, *, epochs: int | None =
         raise ConfigError(f"--proxy: got {name!r}; on {dataset} choose one of "
                           f"{', '.join(PROXY_PRESETS[kind])}")
     preset = PROXY_PRESETS[kind][name]
-    given = {"epochs": epochs, "max_train": max_train, "max_val": max_val}
+    if resolution is not None and kind == "digits":
+        raise ConfigError("--resolution: the digits are 8x8 images, proxied at 16 px; it "
+                          "applies to CIFAR and image folders")
+    given = {"epochs": epochs, "max_train": max_train, "max_val": max_val,
+             "resolution": resolution}
     overridden = tuple(k for k, v in given.items() if v is not None and v != getattr(preset, k))
     values = {k: getattr(preset, k) if v is None else v for k, v in given.items()}
     if overridden:
@@ -105,5 +110,5 @@ def resolve_proxy(dataset: str, name: str | None = None, *, epochs: int | None =
         sd, source = None, f"not measured yet for --proxy {name}"
     else:
         sd, source = preset.seed_sd, f"--proxy {name}, measured in {preset.measured_in}"
-    return ResolvedProxy(preset=name, resolution=preset.resolution, overridden=overridden,
-                         seed_sd=sd, seed_sd_source=source, **values)
+    return ResolvedProxy(preset=name, overridden=overridden, seed_sd=sd, seed_sd_source=source,
+                         **values)

@@ -40,7 +40,8 @@ export = export_architecture
 def run(budget: str | int, *, out: str | os.PathLike | None = None, trials: int = 12,
         proxy: str | None = None, epochs: int | None = None, dataset: str = "digits",
         data_dir: str | os.PathLike | None = None, max_train: int | None = None,
-        max_val: int | None = None, sampler: str = "tpe", scheduler: str = "pareto-asha",
+        max_val: int | None = None, resolution: int | None = None, sampler: str = "tpe",
+        scheduler: str = "pareto-asha",
         seed: int = 0, objectives: str | Sequence[str] = ("top1", "flops"),
         latency_budget: str | float | None = None,
         latency_table: str | os.PathLike | None = None, space: str | os.PathLike | None = None,
@@ -58,7 +59,8 @@ def run(budget: str | int, *, out: str | os.PathLike | None = None, trials: int 
     """
     settings = _settings(
         budget, trials=trials, proxy=proxy, epochs=epochs, dataset=dataset, data_dir=data_dir,
-        max_train=max_train, max_val=max_val, sampler=sampler, scheduler=scheduler, seed=seed,
+        max_train=max_train, max_val=max_val, resolution=resolution, sampler=sampler,
+        scheduler=scheduler, seed=seed,
         objectives=objectives, latency_budget=latency_budget, latency_table=latency_table,
         space=space, references=references, warm_start=warm_start, startup=startup,
         eval_cache=eval_cache, confirm=confirm, confirm_seeds=confirm_seeds,

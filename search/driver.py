@@ -34,6 +34,7 @@ from evaluators.budget import check_budget_reachable, format_flops
 from evaluators.cache import cache_key, data_identity
 from evaluators.flops import FlopsRange, count, flops_range
 from evaluators.proxy import ProxyConfig, proxy_config
+from evaluators.scratch.config import SMALL_INPUT
 from results.noise import run_noise
 from results.runfolder import SCHEMA_VERSION, RunFolder, RunFolderError, probe_writable
 from results.table import best_candidate
@@ -508,12 +509,19 @@ def _load_data(settings: RunSettings, *, log: Callable[[str], None]
     """The proxy's settings and the data set every trial trains on."""
     chosen = settings.proxy_settings()
     overrides: dict[str, Any] = {"seed": settings.seed, "epochs": chosen.epochs}
+    image_size = None
     if chosen.resolution is not None:
-        overrides["resolution"] = chosen.resolution
+        # From SMALL_INPUT px up the networks keep their deployment stem, as `train` builds
+        # them; a folder is decoded at the side itself, not upsampled from its 32 px default.
+        overrides.update(resolution=chosen.resolution,
+                         stem_stride=1 if chosen.resolution < SMALL_INPUT else 2)
+        if settings.dataset == "folder" and chosen.resolution > 32:
+            image_size = chosen.resolution
     proxy = proxy_config(settings.dataset, **overrides)
     data = datasets.load_dataset(settings.dataset, data_dir=settings.data_dir,
                                  seed=settings.seed, max_train=chosen.max_train,
-                                 max_val=chosen.max_val, cache_dir=datasets.default_cache_dir(),
+                                 max_val=chosen.max_val, image_size=image_size,
+                                 cache_dir=datasets.default_cache_dir(),
                                  progress=DecodeProgress(log))
     if chosen.max_val is not None and chosen.max_val > data.val_x.shape[0]:
         log(f"note: {chosen.max_val} held-out images asked for (--max-val or --proxy "

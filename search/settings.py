@@ -32,6 +32,7 @@ class SettingsError(UserError):
     """A run setting that cannot be used, or that a resumed run may not change."""
 
 
+MAX_PROXY_SIDE = 128  # --resolution of the proxy: 50,000 images at 128 px are 2.5 GB of uint8
 MAX_SEED = 2**32 - 1  # numpy's and Optuna's samplers take seeds up to here
 
 
@@ -59,6 +60,7 @@ class RunSettings:
     data_dir: str | None = None
     max_train: int | None = None  # seeded stratified subset of the training split
     max_val: int | None = None  # seeded stratified subset of the held-out split
+    resolution: int | None = None  # proxy input side on CIFAR/folders; None: the preset's
     sampler: str = "tpe"  # the best hypervolume in benchmarks/sampler_quality.py
     seed: int = 0
     objectives: tuple[str, ...] = ("top1", "flops")
@@ -87,15 +89,22 @@ class RunSettings:
             if getattr(self, name) not in allowed:
                 raise SettingsError(f"--{name}: got {getattr(self, name)!r}, expected one of "
                                     f"{', '.join(allowed)}")
-        try:
-            self.proxy_settings()
-        except ConfigError as exc:
-            raise SettingsError(str(exc)) from None
         check_int("--confirm", self.confirm, minimum=0, error=SettingsError)
         check_int("--confirm-seeds", self.confirm_seeds, minimum=2, error=SettingsError)
         for name in ("epochs", "max_train", "max_val", "max_concurrent"):  # None: the default
             if getattr(self, name) is not None:
                 check_int(_option(name), getattr(self, name), error=SettingsError)
+        if self.resolution is not None and (
+                isinstance(self.resolution, bool) or not isinstance(self.resolution, int)
+                or not 8 <= self.resolution <= MAX_PROXY_SIDE):
+            raise SettingsError(
+                f"--resolution: got {self.resolution!r}, expected an integer from 8 to "
+                f"{MAX_PROXY_SIDE} (pixels): the proxy holds every image in memory at this "
+                "side; train a found network at a larger one with 'search train --resolution'")
+        try:
+            self.proxy_settings()
+        except ConfigError as exc:
+            raise SettingsError(str(exc)) from None
         check_float("--cpus-per-trial", self.cpus_per_trial, low=0.0, error=SettingsError)
         check_float("--gpus-per-trial", self.gpus_per_trial, low=0.0, low_inclusive=True,
                     error=SettingsError)
@@ -137,7 +146,8 @@ class RunSettings:
         """The proxy trainings' epochs, images and resolution: each explicit option, else the
         ``--proxy`` preset's value (else the data set's default preset's)."""
         return resolve_proxy(self.dataset, self.proxy, epochs=self.epochs,
-                             max_train=self.max_train, max_val=self.max_val)
+                             max_train=self.max_train, max_val=self.max_val,
+                             resolution=self.resolution)
 
     def resumable_from(self, old: RunSettings) -> None:
         """Raise a one-line error if ``old`` (from run.json) cannot be continued as ``self``."""
@@ -179,12 +189,13 @@ class RunSettings:
 # Settings that change what a trial's result means; the others (trials, resources, cluster,
 # scheduler, latency measurement) may change between a run and its resumption.
 RESUME_MUST_MATCH = ("budget_flops", "dataset", "epochs", "data_dir", "max_train", "max_val",
+                     "resolution",
                      "sampler", "seed", "objectives", "latency_budget_ms", "latency_table",
                      "space_sha256", "latency_table_sha256")
 
 
 # Settings a --proxy preset gives unless their option is given: compared as resolved.
-_FROM_PRESET = ("epochs", "max_train", "max_val")
+_FROM_PRESET = ("epochs", "max_train", "max_val", "resolution")
 
 # Settings whose command-line option has another name than the field.
 _FLAGS = {"budget_flops": "--budget", "latency_budget_ms": "--latency-budget"}

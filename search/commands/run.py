@@ -41,8 +41,8 @@ def _how_long(g) -> None:
                         "are not trained and do not count)")
     g.add_argument("--proxy", default=None, metavar="NAME",
                    help="how much training each candidate gets, as a named preset (docs/data-and-proxy.md): "
-                        f"{_presets_help()}; --epochs, --max-train and --max-val override "
-                        "their one setting of it")
+                        f"{_presets_help()}; --epochs, --max-train, --max-val and --resolution "
+                        "override their one setting of it")
     g.add_argument("--epochs", type=int, default=None, metavar="E",
                    help="proxy epochs per trial (default: the --proxy preset's)")
     g.add_argument("--sampler", choices=SAMPLERS, default="tpe",
@@ -94,6 +94,10 @@ def _data(g) -> None:
     g.add_argument("--max-train", type=int, default=None, metavar="N",
                    help="train each proxy on a seeded, class-stratified subset of N images "
                         "(default: the --proxy preset's)")
+    g.add_argument("--resolution", type=int, default=None, metavar="R",
+                   help="proxy input side in pixels on CIFAR and folders, 8 to 128 (default: "
+                        "the --proxy preset's, else 32); from 64 up the networks keep their "
+                        "deployment stem, and a folder is decoded at R")
     g.add_argument("--max-val", type=int, default=None, metavar="M",
                    help="score each proxy on a seeded, class-stratified subset of M held-out "
                         "images (default: the --proxy preset's, else the whole held-out "

@@ -41,6 +41,14 @@ def test_an_explicit_option_overrides_its_one_setting_of_the_preset():
     assert same.overridden == ()
 
 
+def test_an_explicit_resolution_overrides_the_presets_side_and_not_on_digits():
+    p = resolve_proxy("folder", "quick", resolution=32)
+    assert (p.resolution, p.max_train, p.overridden) == (32, 20_000, ("resolution",))
+    assert resolve_proxy("folder", resolution=64).resolution == 64
+    with pytest.raises(ConfigError, match="--resolution: the digits are 8x8 images"):
+        resolve_proxy("digits", resolution=32)
+
+
 def test_a_name_unknown_for_the_data_is_one_line_naming_the_choices():
     with pytest.raises(ConfigError, match=r"--proxy: got 'quick'; on digits choose one of "
                                           r"standard, thorough"):

@@ -113,6 +113,8 @@ CASES = [
          "below the cheapest architecture", "raise the budget"),
     case("run-proxy-unknown-for-the-data", "run --budget 300MFLOPs --proxy quick --out {out}",
          "--proxy: got 'quick'; on digits choose one of standard, thorough"),
+    case("run-resolution-on-digits", "run --budget 300MFLOPs --resolution 32 --out {out}",
+         "--resolution: the digits are 8x8 images"),
     case("run-confirm-negative", "run --budget 300MFLOPs --confirm -1 --out {out}",
          "--confirm", "integer >= 0"),
     case("run-confirm-one-seed", "run --budget 300MFLOPs --confirm 2 --confirm-seeds 1 "

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import types
 
 from search.driver import SearchDriver
@@ -52,3 +53,18 @@ def test_a_proxy_preset_sets_what_every_trial_trains_with(tmp_path, monkeypatch)
     assert (proxy.resolution, proxy.epochs) == (16, 5)  # the preset's
     assert data.val_x.shape[0] == 6  # the explicit option's
     assert "--max-val changed --proxy quick" in _proxy_noise(settings)["source"]
+
+
+def test_a_proxy_resolution_from_64_px_keeps_the_stem_and_decodes_a_folder_at_it(tmp_path,
+                                                                                  monkeypatch):
+    from search.driver import _load_data
+    from tests.helpers import write_image_folder
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    folder = write_image_folder(tmp_path / "images", per_class=10)
+    settings = RunSettings(budget_flops=300_000_000, dataset="folder", data_dir=str(folder),
+                           resolution=64)
+    proxy, data = _load_data(settings, log=lambda line: None)
+    assert (proxy.resolution, proxy.stem_stride, data.train_x.shape[-1]) == (64, 2, 64)
+    small, _ = _load_data(dataclasses.replace(settings, resolution=24), log=lambda line: None)
+    assert (small.resolution, small.stem_stride) == (24, 1)

@@ -55,6 +55,20 @@ def test_a_preset_is_kept_on_resume_by_what_it_gives():
         dataclasses.replace(standard, epochs=7).resumable_from(standard)
 
 
+def test_a_resolution_option_is_one_setting_with_the_presets_side():
+    quick = RunSettings(budget_flops=300_000_000, dataset="folder", data_dir="/d", proxy="quick")
+    dataclasses.replace(quick, resolution=16).resumable_from(quick)  # the preset's own side
+    with pytest.raises(SettingsError, match=r"started with --resolution 16 \(now 24\)"):
+        dataclasses.replace(quick, resolution=24).resumable_from(quick)
+
+
+@pytest.mark.parametrize("side", [4, 129, 32.5, True])
+def test_a_proxy_resolution_out_of_range_is_refused_in_one_line(side):
+    with pytest.raises(SettingsError, match="--resolution: got .* expected an integer from 8 "
+                                            "to 128"):
+        RunSettings(budget_flops=300_000_000, dataset="folder", data_dir="/d", resolution=side)
+
+
 def test_an_unknown_preset_is_refused_in_one_line():
     with pytest.raises(SettingsError, match="--proxy: got 'fast'; on folder choose one of "
                                             "quick, standard, thorough"):
