@@ -232,24 +232,28 @@ class CandidateSource:
         cost = count(arch)
         latency = self.predict_latency(arch) if self.predict_latency else None
         key = arch.canonical()
-        trial.set_user_attr("flops", cost.flops)
-        trial.set_user_attr("params", cost.params)
         constraints = self._constraints(cost.flops, latency)
         over = [k for k, v in constraints.items() if v > 0]
+        note = (f"not trained: over the {' and '.join(over)} budget" if over
+                else "not trained: same network as an earlier trial" if key in self._known
+                else "not trained: same network as a running trial" if key in self._inflight
+                else None)
+        if note is not None:
+            # The note goes first: a kill between the two writes must not leave a trial that
+            # a resume takes for a dispatched one (a cost and no note).
+            trial.set_user_attr("ghostnas_note", note)
+        trial.set_user_attr("flops", cost.flops)
+        trial.set_user_attr("params", cost.params)
         if over:
             self.rejected += 1
-            trial.set_user_attr("ghostnas_note", f"not trained: over the {' and '.join(over)} "
-                                                 "budget")
             self._tell(trial, _Known(self._values(0.0, cost.flops, latency), constraints))
             return None
         if key in self._known:
             self.duplicates += 1
-            trial.set_user_attr("ghostnas_note", "not trained: same network as an earlier trial")
             self._tell(trial, self._known[key])
             return None
         if key in self._inflight:
             self.duplicates += 1
-            trial.set_user_attr("ghostnas_note", "not trained: same network as a running trial")
             self._parked.setdefault(key, []).append(trial)
             return None
         candidate = Candidate(trial.number, arch, cost.flops, cost.params, latency)
