@@ -9,8 +9,8 @@ run a ``python -m search train`` subprocess of ghostnet_050 at ``--resolution 64
 
 - parity: a class-balanced subset (``--parity-images``: 100 training and 50 test images a
   class by default) trained by one process (1 thread) and by 2 Ray Train workers (gloo, 1
-  thread each) with the same global batch (32) and seed, for each of ``--seeds`` seeds: test top-1 of each, their differences,
-  the spread across seeds, and the training throughput;
+  thread each) with the same global batch (32) and seed, for each of ``--seeds`` seeds: test
+  top-1 of each, their differences, the spread across seeds, and the training throughput;
 - resume: a 2-worker run killed (SIGKILL to the driver) once its first epoch's checkpoint is
   written, then ``--resume --workers 1``: the epoch it resumed from, its status and top-1, and
   the Ray processes the kill left behind;

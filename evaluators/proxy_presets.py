@@ -8,9 +8,9 @@ tau against a long training, the seed-to-seed spread of top-1, seconds per netwo
 (docs/data-and-proxy.md).
 
 One precedence rule: an explicit option (``--epochs``, ``--max-train``, ``--max-val``,
-``--resolution``) overrides its one setting of the preset; the preset (``--proxy``, else the data kind's default) gives the
-others. A preset's measured seed spread describes the preset only: once an option overrides it,
-the run counts no seed spread it has not measured.
+``--resolution``) overrides its one setting of the preset; the preset (``--proxy``, else the data
+kind's default) gives the others. A preset's measured seed spread describes the preset only:
+once an option overrides it, the run counts no seed spread it has not measured.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from evaluators.training import ConfigError
 
 __all__ = ["ProxyPreset", "ResolvedProxy", "PROXY_PRESETS", "DEFAULT_PRESET", "data_kind",
-           "preset_names", "resolve_proxy"]
+           "describe", "resolve_proxy"]
 
 
 @dataclass(frozen=True)
@@ -32,7 +32,6 @@ class ProxyPreset:
     resolution: int | None = None  # input side (px); None: the data set's proxy resolution
     seed_sd: float | None = None  # seed-to-seed standard deviation of top-1, points, measured
     measured_in: str = ""  # the record seed_sd comes from
-    about: str = ""  # one line for --help and the docs
 
 
 _DIGITS_RECORD = "benchmarks/results/proxy_budget_digits.json"
@@ -41,17 +40,13 @@ _DIGITS_RECORD = "benchmarks/results/proxy_budget_digits.json"
 PROXY_PRESETS: dict[str, dict[str, ProxyPreset]] = {
     "digits": {
         # seed_sd: pooled over 14 networks x 3 seeds (d3 and d6 in the record)
-        "standard": ProxyPreset(epochs=3, seed_sd=1.50, measured_in=_DIGITS_RECORD,
-                                about="3 epochs"),
-        "thorough": ProxyPreset(epochs=6, seed_sd=0.78, measured_in=_DIGITS_RECORD,
-                                about="6 epochs: twice the cost"),
+        "standard": ProxyPreset(epochs=3, seed_sd=1.50, measured_in=_DIGITS_RECORD),
+        "thorough": ProxyPreset(epochs=6, seed_sd=0.78, measured_in=_DIGITS_RECORD),
     },
     "images": {
-        "quick": ProxyPreset(epochs=5, max_train=20_000, max_val=5_000, resolution=16,
-                             about="20,000 images x 5 epochs at 16 px"),
-        "standard": ProxyPreset(epochs=5, max_train=20_000, max_val=5_000,
-                                about="20,000 images x 5 epochs at 32 px"),
-        "thorough": ProxyPreset(epochs=5, about="every training image x 5 epochs at 32 px"),
+        "quick": ProxyPreset(epochs=5, max_train=20_000, max_val=5_000, resolution=16),
+        "standard": ProxyPreset(epochs=5, max_train=20_000, max_val=5_000),
+        "thorough": ProxyPreset(epochs=5),
     },
 }
 DEFAULT_PRESET = {"digits": "standard", "images": "thorough"}
@@ -62,8 +57,11 @@ def data_kind(dataset: str) -> str:
     return "digits" if dataset == "digits" else "images"
 
 
-def preset_names(dataset: str) -> tuple[str, ...]:
-    return tuple(PROXY_PRESETS[data_kind(dataset)])
+def describe(p: ProxyPreset | ResolvedProxy) -> str:
+    """One line for --help and messages: training images x epochs, and the side if set."""
+    images = "all" if p.max_train is None else f"{p.max_train:,}"
+    side = "" if p.resolution is None else f" at {p.resolution} px"
+    return f"{images} training images x {p.epochs} epochs{side}"
 
 
 @dataclass(frozen=True)
@@ -104,8 +102,8 @@ def resolve_proxy(dataset: str, name: str | None = None, *, epochs: int | None =
     overridden = tuple(k for k, v in given.items() if v is not None and v != getattr(preset, k))
     values = {k: getattr(preset, k) if v is None else v for k, v in given.items()}
     if overridden:
-        sd, source = None, (f"not measured: {', '.join('--' + k.replace('_', '-') for k in overridden)} "
-                            f"changed --proxy {name}")
+        options = ", ".join("--" + k.replace("_", "-") for k in overridden)
+        sd, source = None, f"not measured: {options} changed --proxy {name}"
     elif preset.seed_sd is None:
         sd, source = None, f"not measured yet for --proxy {name}"
     else:

@@ -71,6 +71,16 @@ def make_sampler(name: str, *, seed: int, n_trials: int,
     raise ValueError(f"sampler: got {name!r}, expected one of {', '.join(SAMPLERS)}")
 
 
+def _mark(trial: optuna.trial.Trial, cost: Any, note: str | None = None) -> None:
+    """Write a proposal's cost and, for one not trained, why. The note goes first: a kill
+    between the writes must not leave a cost without a note, which a resume takes for a
+    dispatched trial."""
+    if note is not None:
+        trial.set_user_attr("ghostnas_note", note)
+    trial.set_user_attr("flops", cost.flops)
+    trial.set_user_attr("params", cost.params)
+
+
 @contextlib.contextmanager
 def interrupts_deferred() -> Iterator[None]:
     """Hold a Ctrl-C (SIGINT) that arrives inside the block, and raise it as KeyboardInterrupt
@@ -234,28 +244,22 @@ class CandidateSource:
         key = arch.canonical()
         constraints = self._constraints(cost.flops, latency)
         over = [k for k, v in constraints.items() if v > 0]
-        note = (f"not trained: over the {' and '.join(over)} budget" if over
-                else "not trained: same network as an earlier trial" if key in self._known
-                else "not trained: same network as a running trial" if key in self._inflight
-                else None)
-        if note is not None:
-            # The note goes first: a kill between the two writes must not leave a trial that
-            # a resume takes for a dispatched one (a cost and no note).
-            trial.set_user_attr("ghostnas_note", note)
-        trial.set_user_attr("flops", cost.flops)
-        trial.set_user_attr("params", cost.params)
         if over:
             self.rejected += 1
+            _mark(trial, cost, f"not trained: over the {' and '.join(over)} budget")
             self._tell(trial, _Known(self._values(0.0, cost.flops, latency), constraints))
             return None
         if key in self._known:
             self.duplicates += 1
+            _mark(trial, cost, "not trained: same network as an earlier trial")
             self._tell(trial, self._known[key])
             return None
         if key in self._inflight:
             self.duplicates += 1
+            _mark(trial, cost, "not trained: same network as a running trial")
             self._parked.setdefault(key, []).append(trial)
             return None
+        _mark(trial, cost)
         candidate = Candidate(trial.number, arch, cost.flops, cost.params, latency)
         self._inflight[key] = trial.number
         self._live[trial.number] = (trial, candidate)

@@ -34,6 +34,7 @@ from evaluators.budget import check_budget_reachable, format_flops
 from evaluators.cache import cache_key, data_identity
 from evaluators.flops import FlopsRange, count, flops_range
 from evaluators.proxy import ProxyConfig, proxy_config
+from evaluators.proxy_presets import ResolvedProxy
 from evaluators.scratch.config import SMALL_INPUT
 from results.noise import run_noise
 from results.runfolder import SCHEMA_VERSION, RunFolder, RunFolderError, probe_writable
@@ -515,7 +516,7 @@ def _load_data(settings: RunSettings, *, log: Callable[[str], None]
         # them; a folder is decoded at the side itself, not upsampled from its 32 px default.
         overrides.update(resolution=chosen.resolution,
                          stem_stride=1 if chosen.resolution < SMALL_INPUT else 2)
-        if settings.dataset == "folder" and chosen.resolution > 32:
+        if settings.dataset == "folder" and chosen.resolution > datasets.DEFAULT_FOLDER_SIZE:
             image_size = chosen.resolution
     proxy = proxy_config(settings.dataset, **overrides)
     data = datasets.load_dataset(settings.dataset, data_dir=settings.data_dir,
@@ -537,6 +538,7 @@ def _start_meta(folder: RunFolder, settings: RunSettings, *, resumed: bool, prox
         meta["resumed_at"] = meta.get("resumed_at", []) + [_now()]
     else:
         meta = {"created_at": _now(), "rejected_over_budget": 0, "reused_duplicates": 0}
+    chosen = settings.proxy_settings()
     meta.update({
         "settings": settings.to_dict(), "trials": settings.trials,
         "budget_flops": settings.budget_flops, "latency_budget_ms": settings.latency_budget_ms,
@@ -547,17 +549,16 @@ def _start_meta(folder: RunFolder, settings: RunSettings, *, resumed: bool, prox
                  "classes": data.num_classes, "image_side": int(data.train_x.shape[-1])},
         "flops_convention": "multiply-accumulates of Conv2d+Linear at 224x224, 1000 classes",
         "space_flops_range": [flops.min_flops, flops.max_flops], "schema": SCHEMA_VERSION,
-        "proxy_preset": settings.proxy_settings().to_dict(),
-        "proxy_noise": _proxy_noise(settings),
+        "proxy_preset": chosen.to_dict(),
+        "proxy_noise": _proxy_noise(chosen),
     })
     folder.write_meta(meta)
     return meta
 
 
-def _proxy_noise(settings: RunSettings) -> dict:
+def _proxy_noise(chosen: ResolvedProxy) -> dict:
     """run.json's ``proxy_noise``: the preset's measured seed spread, where known, that
     comparisons of this run's top-1 figures count beyond the held-out images' binomial error."""
-    chosen = settings.proxy_settings()
     if chosen.seed_sd is None:
         return {"seed_sd": None, "source": f"{chosen.seed_sd_source}; only the held-out "
                 "images' binomial error is counted"}
@@ -571,7 +572,8 @@ def _log_start(driver: SearchDriver, *, resumed: bool, proxy: ProxyConfig,
                f"{format_flops(s.budget_flops)} FLOPs (MACs at 224x224) | {s.dataset}: "
                f"{data.train_x.shape[0]} train / {data.val_x.shape[0]} held-out images, "
                f"{data.num_classes} classes, proxy {s.proxy_settings().preset}: "
-               f"{_count(proxy.epochs, 'epoch')} at {proxy.resolution}px | {_count(s.trials, 'candidate')} + "
+               f"{_count(proxy.epochs, 'epoch')} at {proxy.resolution}px | "
+               f"{_count(s.trials, 'candidate')} + "
                f"{_count(driver.total_refs, 'reference')} | sampler "
                f"{s.sampler} (warm start: {_count(len(driver.warm), 'reference')}, start-up "
                f"{s.startup}), scheduler {s.scheduler}"

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from evaluators.proxy_presets import ResolvedProxy, resolve_proxy
+from evaluators.proxy_presets import ResolvedProxy, describe, resolve_proxy
 from evaluators.training import ConfigError
 from space import UserError
 from space.checks import check_float, check_int
@@ -151,19 +151,21 @@ class RunSettings:
 
     def resumable_from(self, old: RunSettings) -> None:
         """Raise a one-line error if ``old`` (from run.json) cannot be continued as ``self``."""
-        if self.dataset == old.dataset:  # what a preset gives, given or not, is one setting
-            mine_p, theirs_p = self.proxy_settings(), old.proxy_settings()
-            if mine_p.preset != theirs_p.preset and _proxy_key(mine_p) != _proxy_key(theirs_p):
-                raise SettingsError(
-                    f"this run folder was started with --proxy {theirs_p.preset} "
-                    f"({_describe(theirs_p)}), now --proxy {mine_p.preset} "
-                    f"({_describe(mine_p)}); continue it with the same preset, or pass a new "
-                    "--out")
+        # What a preset gives, given or not, is one setting (on another data set the data set
+        # itself is named below).
+        same_data = self.dataset == old.dataset
+        mine_p, theirs_p = (self.proxy_settings(), old.proxy_settings()) if same_data else \
+            (None, None)
+        if same_data and mine_p.preset != theirs_p.preset and \
+                _proxy_key(mine_p) != _proxy_key(theirs_p):
+            raise SettingsError(
+                f"this run folder was started with --proxy {theirs_p.preset} "
+                f"({describe(theirs_p)}), now --proxy {mine_p.preset} ({describe(mine_p)}); "
+                "continue it with the same preset, or pass a new --out")
         for name in RESUME_MUST_MATCH:
             mine, theirs = getattr(self, name), getattr(old, name)
-            if name in _FROM_PRESET and self.dataset == old.dataset:
-                mine = getattr(self.proxy_settings(), name)
-                theirs = getattr(old.proxy_settings(), name)
+            if name in _FROM_PRESET and same_data:
+                mine, theirs = getattr(mine_p, name), getattr(theirs_p, name)
             if mine == theirs:
                 continue
             if name == "latency_table_sha256" and theirs is None:
@@ -221,12 +223,6 @@ def _show(value: Any, name: str = "") -> str:
 
 def _proxy_key(p: ResolvedProxy) -> tuple:
     return p.epochs, p.max_train, p.max_val, p.resolution
-
-
-def _describe(p: ResolvedProxy) -> str:
-    images = "all" if p.max_train is None else f"{p.max_train:,}"
-    side = "" if p.resolution is None else f" at {p.resolution} px"
-    return f"{images} training images x {p.epochs} epochs{side}"
 
 
 def file_sha256(path: str | None) -> str | None:

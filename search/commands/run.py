@@ -40,9 +40,9 @@ def _how_long(g) -> None:
                    help="candidate architectures to train (over-budget and repeated proposals "
                         "are not trained and do not count)")
     g.add_argument("--proxy", default=None, metavar="NAME",
-                   help="how much training each candidate gets, as a named preset (docs/data-and-proxy.md): "
-                        f"{_presets_help()}; --epochs, --max-train, --max-val and --resolution "
-                        "override their one setting of it")
+                   help="how much training each candidate gets, as a named preset "
+                        f"(docs/data-and-proxy.md): {_presets_help()}; --epochs, --max-train, "
+                        "--max-val and --resolution override their one setting of it")
     g.add_argument("--epochs", type=int, default=None, metavar="E",
                    help="proxy epochs per trial (default: the --proxy preset's)")
     g.add_argument("--sampler", choices=SAMPLERS, default="tpe",
@@ -72,13 +72,13 @@ def _how_long(g) -> None:
 
 
 def _presets_help() -> str:
-    from evaluators.proxy_presets import DEFAULT_PRESET, PROXY_PRESETS
+    from evaluators.proxy_presets import DEFAULT_PRESET, PROXY_PRESETS, describe
 
     kinds = {"digits": "on digits", "images": "on CIFAR and folders"}
 
     def one(kind: str, name: str) -> str:
         default = ", the default" if name == DEFAULT_PRESET[kind] else ""
-        return f"{name} ({PROXY_PRESETS[kind][name].about}{default})"
+        return f"{name} ({describe(PROXY_PRESETS[kind][name])}{default})"
 
     return "; ".join(f"{kinds[kind]} " + ", ".join(one(kind, name) for name in presets)
                      for kind, presets in PROXY_PRESETS.items())

@@ -17,7 +17,8 @@ from evaluators.training import ConfigError
 
 def test_each_preset_resolves_to_its_settings():
     quick = resolve_proxy("folder", "quick")
-    assert (quick.epochs, quick.max_train, quick.max_val, quick.resolution) == (5, 20_000, 5_000, 16)
+    assert (quick.epochs, quick.max_train, quick.max_val, quick.resolution) == \
+        (5, 20_000, 5_000, 16)
     standard = resolve_proxy("cifar10", "standard")
     assert (standard.max_train, standard.resolution) == (20_000, None)
     assert resolve_proxy("digits", "thorough").epochs == 6

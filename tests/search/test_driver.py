@@ -52,7 +52,7 @@ def test_a_proxy_preset_sets_what_every_trial_trains_with(tmp_path, monkeypatch)
     proxy, data = _load_data(settings, log=lambda line: None)
     assert (proxy.resolution, proxy.epochs) == (16, 5)  # the preset's
     assert data.val_x.shape[0] == 6  # the explicit option's
-    assert "--max-val changed --proxy quick" in _proxy_noise(settings)["source"]
+    assert "--max-val changed --proxy quick" in _proxy_noise(settings.proxy_settings())["source"]
 
 
 def test_a_proxy_resolution_from_64_px_keeps_the_stem_and_decodes_a_folder_at_it(tmp_path,
