@@ -154,13 +154,16 @@ def train_one(job: dict) -> dict:
                                        val_y=data.test_y)
     config = proxy_config(job["dataset"], seed=job["seed"], threads=1, device=job["device"],
                           **{k: v for k, v in s.items() if k not in ("max_train", "max_val")})
-    start = time.perf_counter()
-    result = train_proxy(architecture_from_dict(job["arch"]), data, config)
+    resume = Path(job["resume"])
+    if resume.exists():
+        print(f"{job['network']} {job['proxy']} seed {job['seed']}: continuing from "
+              f"{resume.name}", flush=True)
+    result = train_proxy(architecture_from_dict(job["arch"]), data, config, resume=resume)
     return {"key": job["key"], "network": job["network"], "proxy": job["proxy"],
             "seed": job["seed"], "device": job["device"], "status": result.status,
             "error": result.error,
             "top1": result.top1, "curve": [e.top1 for e in result.curve],
-            "train_seconds": result.train_seconds, "seconds": time.perf_counter() - start,
+            "train_seconds": result.train_seconds, "seconds": result.wall_seconds,
             "n_train": int(data.train_x.shape[0]), "n_eval": int(data.val_x.shape[0]),
             "data_id": data_identity(data)[:16], "recipe": config.to_dict()}
 
@@ -173,6 +176,12 @@ def _cost(settings: dict) -> float:
     """Relative cost of a proxy: training images x epochs x pixels (all images: 50,000)."""
     side = settings.get("resolution") or 32
     return (settings.get("max_train") or 50_000) * settings["epochs"] * side * side
+
+
+def _epochs_dir(out: str) -> Path:
+    """Where unfinished trainings keep their last epoch (a stopped study loses at most an
+    epoch of each training in flight); beside the record, not tracked by git."""
+    return Path(out).with_suffix(".epochs")
 
 
 def jobs(args, record: dict, nets: dict[str, dict], code: str) -> list[dict]:
@@ -208,7 +217,8 @@ def jobs(args, record: dict, nets: dict[str, dict], code: str) -> list[dict]:
         out.append({"key": key, "network": net, "proxy": proxy, "seed": seed,
                     "settings": settings, "target": is_target, "arch": nets[net],
                     "dataset": args.dataset, "data_dir": args.data_dir,
-                    "device": args.device})
+                    "device": args.device,
+                    "resume": str(_epochs_dir(args.out) / f"{key.replace('|', '-')}.pt")})
     return out
 
 
@@ -242,6 +252,7 @@ def run(args) -> None:
         os.replace(tmp, out)
 
     save()
+    _epochs_dir(args.out).mkdir(exist_ok=True)
     with ProcessPoolExecutor(max_workers=args.workers) as pool:
         for start in range(0, len(todo), CHUNK):
             with benchmark_lock():
@@ -265,6 +276,7 @@ def _train_chunk(pool, chunk: list[dict], record: dict, save, workers: int, *, l
             res = fut.result()
             record["results"][job["key"]] = res
             save()
+            Path(job["resume"]).unlink(missing_ok=True)
             left -= 1
             print(f"{res['network']:<24} {res['proxy']:<12} seed {res['seed']}: top1 "
                   f"{res['top1']:.2f}% in {res['seconds']:.0f} s ({res['status']}); "

@@ -28,10 +28,14 @@ from __future__ import annotations
 
 import dataclasses
 import gc
+import hashlib
+import json
 import math
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -54,6 +58,7 @@ from evaluators.training import (
     train_epoch,
     warmup_cosine,
 )
+from space.io import atomic_write
 
 __all__ = ["ProxyConfig", "ConfigError", "EpochReport", "ProxyResult", "PRESETS", "STATUSES",
            "RECIPE_VERSION", "hits_to_hex", "hits_from_hex", "proxy_config", "train_proxy"]
@@ -168,6 +173,7 @@ class _Progress:
     curve: list[EpochReport] = dataclasses.field(default_factory=list)
     images: int = 0
     train_seconds: float = 0.0
+    earlier_wall: float = 0.0  # wall seconds of the calls before a resumed one
 
 
 def hits_to_hex(hits: torch.Tensor) -> str:
@@ -186,13 +192,18 @@ def hits_from_hex(text: str, n: int) -> np.ndarray:
 
 def train_proxy(arch: Any, data: ImageData, config: ProxyConfig, *,
                 report: Callable[[EpochReport], bool | None] | None = None,
-                split: str = "val") -> ProxyResult:
+                split: str = "val", resume: str | os.PathLike | None = None) -> ProxyResult:
     """Train ``arch`` (a GhostNet :class:`space.Architecture` or a MobileNetV3 reference) on
     ``data.train_x`` and score it on the held-out ``split`` ("val"; "test" for a final figure).
 
     ``report`` is called after every epoch; returning True stops the trial (status
     "early_stopped"). A NaN/inf loss or running out of memory returns status "failed" with the
     reason in ``error``; any other exception propagates.
+
+    ``resume``: a file the state is written to after every epoch. A call given a file left by
+    an interrupted call with the same network, data and settings continues after its last
+    epoch, and on CPU with the same thread count ends exactly as an uninterrupted call would;
+    the seconds reported include the earlier calls'. The caller removes the file when done.
     """
     if split not in ("val", "test"):
         raise ValueError(f"split: got {split!r}, expected 'val' or 'test'")
@@ -203,11 +214,14 @@ def train_proxy(arch: Any, data: ImageData, config: ProxyConfig, *,
     amp = amp_dtype(config.amp, device)
     progress = _Progress()
     start = time.perf_counter()
+    epochs_file = None if resume is None else _EpochsFile(
+        Path(resume), _fingerprint(arch, data, eval_y, config, split),
+        lambda: progress.earlier_wall + time.perf_counter() - start)
     oom = ""
     try:
         with isolated(device, threads=config.threads):
             status, error = _train(arch, data, eval_x, eval_y, config, device, amp, report,
-                                   progress)
+                                   progress, epochs_file)
     except torch.OutOfMemoryError as exc:
         oom = _first_line(exc)
     except RuntimeError as exc:
@@ -229,7 +243,78 @@ def train_proxy(arch: Any, data: ImageData, config: ProxyConfig, *,
         train_seconds=progress.train_seconds,
         images_per_second=progress.images / progress.train_seconds
         if progress.train_seconds > 0 else 0.0,
-        error=error, curve=tuple(progress.curve), wall_seconds=time.perf_counter() - start)
+        error=error, curve=tuple(progress.curve),
+        wall_seconds=progress.earlier_wall + time.perf_counter() - start)
+
+
+# Settings that may change between an interrupted call and its continuation: how fast it runs.
+_RESUMABLE_CHANGES = ("threads", "eval_batch_size")
+
+
+def _fingerprint(arch: Any, data: ImageData, eval_y: torch.Tensor, config: ProxyConfig,
+                 split: str) -> str:
+    """What a continued training must share with the interrupted one: recipe, settings,
+    network, split, and the data's shapes, labels and first images."""
+    settings = {k: v for k, v in config.to_dict().items() if k not in _RESUMABLE_CHANGES}
+    h = hashlib.sha256(json.dumps([RECIPE_VERSION, settings, arch.to_dict(), split,
+                                   data.num_classes], sort_keys=True).encode())
+    for t in (data.train_y, eval_y, data.train_x[:64]):
+        t = t.detach().to("cpu").contiguous()
+        h.update(f"{t.dtype}{tuple(t.shape)}".encode() + t.numpy().tobytes())
+    h.update(f"{tuple(data.train_x.shape)}".encode())
+    return h.hexdigest()
+
+
+@dataclass
+class _EpochsFile:
+    """The state of a proxy training after its last finished epoch, in one file: weights,
+    optimizer, schedule, RNG states, the last epoch's order (BatchNorm recalibration draws from
+    it) and the curve. Read back with ``torch.load(weights_only=True)``: tensors and plain data
+    only."""
+
+    path: Path
+    fingerprint: str
+    wall: Callable[[], float]  # wall seconds so far, earlier calls included
+
+    def save(self, step: TrainStep, gen: torch.Generator, batches: DeviceBatches,
+             progress: _Progress) -> None:
+        cuda = step.device.type == "cuda"
+        state = {
+            "fingerprint": self.fingerprint, "model": step.model.state_dict(),
+            "optimizer": step.opt.state_dict(), "schedule": step.schedule.state_dict(),
+            "scaler": step.scaler.state_dict() if step.scaler is not None else None,
+            "rng": torch.get_rng_state(), "generator": gen.get_state(),
+            "cuda_rng": torch.cuda.get_rng_state(step.device) if cuda else None,
+            "order": batches.order.to("cpu"),
+            "curve": [dataclasses.asdict(r) for r in progress.curve],
+            "images": progress.images, "train_seconds": progress.train_seconds,
+            "wall_seconds": self.wall(),
+        }
+        atomic_write(self.path, lambda fh: torch.save(state, fh))
+
+    def restore(self, step: TrainStep, gen: torch.Generator, batches: DeviceBatches,
+                progress: _Progress) -> None:
+        """Continue from the file, if there is one; refuse another training's."""
+        if not self.path.exists():
+            return
+        state = torch.load(self.path, map_location="cpu", weights_only=True)
+        if not isinstance(state, dict) or state.get("fingerprint") != self.fingerprint:
+            raise ValueError(f"resume file {str(self.path)!r} holds another training (network, "
+                             "data or settings differ); remove it to start this one afresh")
+        step.model.load_state_dict(state["model"])
+        step.opt.load_state_dict(state["optimizer"])
+        step.schedule.load_state_dict(state["schedule"])
+        if step.scaler is not None and state["scaler"] is not None:
+            step.scaler.load_state_dict(state["scaler"])
+        torch.set_rng_state(state["rng"])
+        gen.set_state(state["generator"])
+        if state["cuda_rng"] is not None:
+            torch.cuda.set_rng_state(state["cuda_rng"], step.device)
+        batches.order = state["order"].to(batches.order.device)
+        progress.curve = [EpochReport(**r) for r in state["curve"]]
+        progress.images, progress.train_seconds = state["images"], state["train_seconds"]
+        progress.earlier_wall = state["wall_seconds"]
+        step.lr = step.opt.param_groups[0]["lr"]
 
 
 def _first_line(exc: BaseException) -> str:
@@ -240,7 +325,7 @@ def _first_line(exc: BaseException) -> str:
 def _train(arch: Any, data: ImageData, eval_x: torch.Tensor, eval_y: torch.Tensor,
            config: ProxyConfig, device: torch.device, amp: torch.dtype | None,
            report: Callable[[EpochReport], bool | None] | None,
-           progress: _Progress) -> tuple[str, str]:
+           progress: _Progress, epochs_file: _EpochsFile | None) -> tuple[str, str]:
     """The epochs; fills ``progress`` and returns (status, error)."""
     gen = seed_generator(config.seed, device)  # inside isolated(): the caller's RNG is kept
     model = build_model(dataclasses.replace(arch, num_classes=data.num_classes),
@@ -261,7 +346,9 @@ def _train(arch: Any, data: ImageData, eval_x: torch.Tensor, eval_y: torch.Tenso
     schedule = warmup_cosine(opt, warmup=int(config.warmup_fraction * total), total=total)
     step = TrainStep(model, opt, schedule, amp=amp, label_smoothing=config.label_smoothing,
                      scaler=grad_scaler(device, amp))
-    for epoch in range(1, config.epochs + 1):
+    if epochs_file is not None:
+        epochs_file.restore(step, gen, batches, progress)
+    for epoch in range(len(progress.curve) + 1, config.epochs + 1):
         stats = train_epoch(step, batches, check_every=_CHECK_EVERY)
         progress.train_seconds += stats.seconds
         progress.images += stats.steps * batches.batch_size
@@ -277,6 +364,8 @@ def _train(arch: Any, data: ImageData, eval_x: torch.Tensor, eval_y: torch.Tenso
                                    seconds=progress.train_seconds, images=progress.images,
                                    hits=hits_to_hex(torch.cat(hits)))
         progress.curve.append(epoch_report)
+        if epochs_file is not None:
+            epochs_file.save(step, gen, batches, progress)
         if report is not None and report(epoch_report):
             return "early_stopped", ""
     return "finished", ""

@@ -99,6 +99,39 @@ def test_deterministic_for_a_seed_on_cpu(digits):
     assert c.loss != a.loss
 
 
+class _Killed(Exception):
+    pass
+
+
+def test_a_training_interrupted_after_an_epoch_resumes_to_the_same_result(digits, tmp_path):
+    config = dataclasses.replace(FAST, epochs=3, flip=True)
+    whole = train_proxy(SMALL, digits, config)
+    resume = tmp_path / "epochs.pt"
+
+    def kill(report: EpochReport) -> None:
+        if report.epoch == 2:
+            raise _Killed
+
+    with pytest.raises(_Killed):
+        train_proxy(SMALL, digits, config, report=kill, resume=resume)
+    seen: list[int] = []
+    resumed = train_proxy(SMALL, digits, config, resume=resume,
+                          report=lambda r: seen.append(r.epoch))
+    assert seen == [3]  # epochs 1-2 came from the file
+    assert [(r.top1, r.loss, r.hits) for r in resumed.curve] == \
+        [(r.top1, r.loss, r.hits) for r in whole.curve]
+    assert resumed.wall_seconds > resumed.train_seconds > resumed.curve[1].seconds > 0
+    again = train_proxy(SMALL, digits, config, resume=resume)  # finished: nothing to train
+    assert again.curve == resumed.curve
+
+
+def test_a_resume_file_of_another_training_is_refused(digits, tmp_path):
+    resume = tmp_path / "epochs.pt"
+    train_proxy(SMALL, digits, FAST, resume=resume)
+    with pytest.raises(ValueError, match="holds another training"):
+        train_proxy(SMALL, digits, dataclasses.replace(FAST, seed=1), resume=resume)
+
+
 def test_caller_rng_and_threads_are_left_alone(digits):
     threads = torch.get_num_threads()
     torch.manual_seed(123)
