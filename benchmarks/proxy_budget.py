@@ -52,24 +52,41 @@ REFERENCES = ("ghostnet_050", "ghostnet_100", "ghostnet_130", "mobilenetv3_large
 N_SAMPLED = 9  # sampled networks, one per log-FLOPs stratum of 10-300M
 NETWORK_SEED = 2026
 # Proxies: data subset (training images, held-out images scored), epochs, resolution, trading
-# cost for signal; on folders the first is the small subset a quick CIFAR try uses. The
-# pairs test two observations of EcoNAS (Zhou et al., CVPR 2020): more images for fewer epochs
-# at equal cost (20k x 5 against 45k x 2, at 16 px), and a lower resolution (r16 against r32). The
-# --proxy presets (evaluators/proxy_presets.py) are among them: on digits standard = d3 and
-# thorough = d6; on folders quick = 20k-e5-r16, standard = 20k-e5-r32, thorough = 45k-e5-r32.
-PROXIES = {
-    "digits": {
-        "d3": {"epochs": 3},
-        "d6": {"epochs": 6},
-    },
-    "folder": {
-        "5k-e5-r32": {"max_train": 5000, "max_val": 2000, "epochs": 5},
-        "20k-e5-r16": {"max_train": 20000, "max_val": 5000, "epochs": 5, "resolution": 16},
-        "45k-e2-r16": {"max_train": None, "max_val": 5000, "epochs": 2, "resolution": 16},
-        "20k-e5-r32": {"max_train": 20000, "max_val": 5000, "epochs": 5},
-        "45k-e5-r32": {"max_train": None, "max_val": 5000, "epochs": 5},
-    },
-}
+# cost for signal. The --proxy presets (evaluators/proxy_presets.py) are read from there, so the
+# study measures what a run uses. On folders two more: the small subset a quick CIFAR try uses
+# (5k x 5), and EcoNAS's (Zhou et al., CVPR 2020) more images for fewer epochs at the cost of
+# the quick preset (all x 2 against 20k x 5, at 16 px); quick against standard is its lower
+# resolution (r16 against r32).
+_EXTRA = {"small": {"max_train": 5000, "max_val": 2000, "epochs": 5},
+          "more_images": {"max_train": None, "max_val": 5000, "epochs": 2, "resolution": 16}}
+_GRID = {"digits": ("standard", "thorough"),
+         "folder": ("small", "quick", "more_images", "standard", "thorough")}
+
+
+def _label(dataset: str, settings: dict) -> str:
+    """A proxy's name in the record: d<epochs> on digits, <images>-e<epochs>-r<side> else."""
+    if dataset == "digits":
+        return f"d{settings['epochs']}"
+    n = settings.get("max_train")
+    return f"{'all' if n is None else f'{n // 1000}k'}-e{settings['epochs']}-" \
+        f"r{settings.get('resolution') or 32}"
+
+
+def _proxies() -> dict[str, dict[str, dict]]:
+    from evaluators.proxy_presets import PROXY_PRESETS, data_kind
+
+    grid = {}
+    for dataset, names in _GRID.items():
+        presets = PROXY_PRESETS[data_kind(dataset)]
+        rows = [_EXTRA[n] if n in _EXTRA else
+                {k: getattr(presets[n], k) for k in ("max_train", "max_val", "epochs",
+                                                     "resolution")
+                 if getattr(presets[n], k) is not None} for n in names]
+        grid[dataset] = {_label(dataset, r): r for r in rows}
+    return grid
+
+
+PROXIES = _proxies()
 # The target: a long training on all training images, scored on the official test split (on
 # folders twice the image-epochs of the costliest proxy, twenty times the cheapest 32 px one's).
 TARGETS = {"digits": {"epochs": 20}, "folder": {"max_train": None, "epochs": 10}}
