@@ -57,11 +57,14 @@ def data_kind(dataset: str) -> str:
     return "digits" if dataset == "digits" else "images"
 
 
-def describe(p: ProxyPreset | ResolvedProxy) -> str:
-    """One line for --help and messages: training images x epochs, and the side if set."""
+def describe(p: ProxyPreset | ResolvedProxy, kind: str) -> str:
+    """One line for --help and messages: training images x epochs at the side (``kind``'s
+    proxy side where the preset keeps it)."""
+    from evaluators.proxy import proxy_config
+
     images = "all" if p.max_train is None else f"{p.max_train:,}"
-    side = "" if p.resolution is None else f" at {p.resolution} px"
-    return f"{images} training images x {p.epochs} epochs{side}"
+    side = p.resolution or proxy_config("digits" if kind == "digits" else "folder").resolution
+    return f"{images} training images x {p.epochs} epochs at {side} px"
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from evaluators.proxy_presets import ResolvedProxy, describe, resolve_proxy
+from evaluators.proxy_presets import ResolvedProxy, data_kind, describe, resolve_proxy
 from evaluators.training import ConfigError
 from space import UserError
 from space.checks import check_float, check_int
@@ -158,9 +158,11 @@ class RunSettings:
             (None, None)
         if same_data and mine_p.preset != theirs_p.preset and \
                 _proxy_key(mine_p) != _proxy_key(theirs_p):
+            kind = data_kind(self.dataset)
             raise SettingsError(
                 f"this run folder was started with --proxy {theirs_p.preset} "
-                f"({describe(theirs_p)}), now --proxy {mine_p.preset} ({describe(mine_p)}); "
+                f"({describe(theirs_p, kind)}), now --proxy {mine_p.preset} "
+                f"({describe(mine_p, kind)}); "
                 "continue it with the same preset, or pass a new --out")
         for name in RESUME_MUST_MATCH:
             mine, theirs = getattr(self, name), getattr(old, name)

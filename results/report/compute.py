@@ -12,12 +12,14 @@ import math
 import os
 import shlex
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any, NamedTuple
 
 import numpy as np
 import pandas as pd
 
 from evaluators.budget import format_flops
+from evaluators.proxy_presets import data_kind, describe
 from results.compare import Standing, hypervolume_gain, neighbours, reference_standing
 from results.confirm import confirmed as confirmed_trials
 from results.noise import run_noise
@@ -266,17 +268,20 @@ def _first(meta: dict[str, Any], keys: tuple[str, ...]) -> Any:
     return None
 
 
-def _setting_text(label: str, value: Any) -> str:
+def _setting_text(label: str, value: Any, dataset: Any) -> str:
     if label == "FLOPs budget" and isinstance(value, (int, float)) and math.isfinite(value):
         return f"{format_flops(value)} MACs ({int(value):,})"
     if label == "latency budget" and isinstance(value, (int, float)):
         return f"{value:g} ms"
-    if label == "proxy preset" and isinstance(value, dict):
-        changed = value.get("overridden") or []
-        images = value.get("max_train") or "all"
-        return (f"{value.get('preset')}: {images} training images, {value.get('epochs')} "
-                f"epochs" + (f", {value['resolution']} px" if value.get("resolution") else "")
-                + (f" ({', '.join(changed)} set by option)" if changed else ""))
+    if label == "proxy preset" and isinstance(value, dict) and \
+            _int_or_none(value.get("epochs")) is not None:
+        changed = [str(c) for c in value.get("overridden") or []]
+        shown = SimpleNamespace(epochs=_int_or_none(value["epochs"]),
+                                max_train=_int_or_none(value.get("max_train")),
+                                resolution=_int_or_none(value.get("resolution")))
+        return (f"{value.get('preset')}: {describe(shown, data_kind(str(dataset)))}"
+                + (f" ({', '.join('--' + c.replace('_', '-') for c in changed)} set by option)"
+                   if changed else ""))
     if isinstance(value, (list, tuple)):
         return ", ".join(str(v) for v in value)
     if isinstance(value, dict):
@@ -297,7 +302,7 @@ def _int_or_none(value: Any) -> int | None:
 def compute_summary(run: RunData) -> Summary:
     t = run.trials
     cand = t[t["kind"] == "candidate"]
-    settings = tuple((label, _setting_text(label, v)) for label, keys in _RUN_SETTINGS
+    settings = tuple((label, _setting_text(label, v, run.meta.get("dataset"))) for label, keys in _RUN_SETTINGS
                      if (v := _first(run.meta, keys)) is not None)
     timed = t[t["latency_ms"].notna() & (t["status"] != "failed")]
     sources = tuple(sorted({s for s in timed["latency_source"] if s}))

@@ -78,7 +78,7 @@ def _presets_help() -> str:
 
     def one(kind: str, name: str) -> str:
         default = ", the default" if name == DEFAULT_PRESET[kind] else ""
-        return f"{name} ({describe(PROXY_PRESETS[kind][name])}{default})"
+        return f"{name} ({describe(PROXY_PRESETS[kind][name], kind)}{default})"
 
     return "; ".join(f"{kinds[kind]} " + ", ".join(one(kind, name) for name in presets)
                      for kind, presets in PROXY_PRESETS.items())
