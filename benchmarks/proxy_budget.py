@@ -203,8 +203,9 @@ def _epochs_dir(out: str) -> Path:
 
 def jobs(args, record: dict, nets: dict[str, dict], code: str) -> list[dict]:
     """Every (network, proxy, seed) the study wants and the record lacks, in the order that
-    gives figures soonest: the cheap proxies (a quarter of the costliest's image-epochs or
-    less) at seed 0, the target at seed 0, the other proxies at seed 0, further seeds, the
+    gives the figures a preset choice needs soonest: the cheap proxies (a quarter of the
+    costliest's image-epochs or less) at seed 0, the target at seed 0, the other proxies but
+    the costliest at seed 0, then at the further seeds, the costliest proxy's seeds, the
     target's second seed."""
     side = halves(list(nets))
     wanted = []
@@ -218,11 +219,14 @@ def jobs(args, record: dict, nets: dict[str, dict], code: str) -> list[dict]:
     costliest = max(_cost(s) for s in proxies.values())
     for seed in seeds:
         for name, settings in proxies.items():
-            kind = (0 if _cost(settings) <= costliest / 4 else 2) if seed == 0 else 3
+            if _cost(settings) == costliest:
+                kind = 4 if seed == 0 else 5
+            else:
+                kind = (0 if _cost(settings) <= costliest / 4 else 2) if seed == 0 else 3
             wanted += [(kind, n, name, settings, seed, False) for n in nets
                        if seed == 0 or seeded is None or n in seeded]
     for seed in (TARGET_SEEDS[:1] if args.smoke else TARGET_SEEDS):
-        wanted += [(1 if seed == 0 else 4, n, "target", target, seed, True) for n in nets
+        wanted += [(1 if seed == 0 else 6, n, "target", target, seed, True) for n in nets
                    if seed == 0 or side[n] == "choose"]
     out = []
     for _, net, proxy, settings, seed, is_target in sorted(wanted, key=lambda w: w[0]):
@@ -237,6 +241,24 @@ def jobs(args, record: dict, nets: dict[str, dict], code: str) -> list[dict]:
                     "device": args.device,
                     "resume": str(_epochs_dir(args.out) / f"{key.replace('|', '-')}.pt")})
     return out
+
+
+def _hours_left(todo: list[dict], record: dict, workers: int) -> float | None:
+    """Wall hours the trainings ``todo`` take at the speed of the CPU results recorded: each
+    network's seconds per unit of :func:`_cost` (its median over its results; networks
+    without one: the median over all), times the job's cost, shared by ``workers``."""
+    per_unit: dict[str, list[float]] = {}
+    for r in record["results"].values():
+        settings = (record.get("proxies", {}).get(r["proxy"])
+                    if r["proxy"] != "target" else record.get("target"))
+        if settings and r.get("device", "cpu") == "cpu" and r["status"] == "finished":
+            per_unit.setdefault(r["network"], []).append(r["seconds"] / _cost(settings))
+    if not per_unit:
+        return None
+    rate = {n: statistics.median(v) for n, v in per_unit.items()}
+    fallback = statistics.median(rate.values())
+    return sum(rate.get(j["network"], fallback) * _cost(j["settings"]) for j in todo) \
+        / workers / 3600
 
 
 def run(args) -> None:
@@ -260,8 +282,10 @@ def run(args) -> None:
     if code not in record["code_versions"]:
         record["code_versions"].append(code)
     todo = jobs(args, record, nets, code)
-    print(f"{len(todo)} trainings to go ({len(record['results'])} in the record); two at a "
-          "time, one thread each", flush=True)
+    eta = _hours_left(todo, record, args.workers)
+    print(f"{len(todo)} trainings to go ({len(record['results'])} in the record); "
+          f"{args.workers} at a time, one thread each"
+          + (f"; about {eta:.1f} h at the speed recorded so far" if eta else ""), flush=True)
 
     def save() -> None:
         tmp = out.with_suffix(".tmp")
@@ -407,7 +431,43 @@ def analyse(record: dict) -> dict:
         if on_cpu.get("ghostnet_100"):
             row["seconds_ghostnet_100"] = statistics.fmean(on_cpu["ghostnet_100"])
         out[proxy] = row
-    return {"by_proxy": out, "target_seed_tau": ceiling, "target_both_seeds": len(both)}
+    return {"by_proxy": out, "target_seed_tau": ceiling, "target_both_seeds": len(both),
+            "default_choice": _choose_default(record["dataset"], out)}
+
+
+def _choose_default(dataset: str, by_proxy: dict) -> dict:
+    """The issue's rule for the default preset: of the presets whose GhostNet 1.3x - 0.5x gap
+    exceeds 3 SD of that gap over seeds, the best tau on the "choose" networks per second of
+    a GhostNet 1.0x trial; its tau on the "confirm" networks is the figure to quote."""
+    rows = {}
+    for proxy, row in by_proxy.items():
+        if not row.get("preset") or proxy == "target":
+            continue
+        tau = row.get("choose", {}).get("tau", math.nan)
+        secs = row.get("seconds_ghostnet_100", math.nan)
+        gap, sd = row.get("gap_130_050", math.nan), row.get("gap_130_050_sd", math.nan)
+        separates = bool(math.isfinite(gap) and math.isfinite(sd) and gap > 3 * sd)
+        rows[row["preset"]] = {"proxy": proxy, "tau_choose": tau, "seconds_ghostnet_100": secs,
+                               "tau_per_hour": tau / secs * 3600 if secs > 0 else math.nan,
+                               "gap_130_050": gap, "gap_sd": sd, "separates": separates}
+    eligible = {n: r for n, r in rows.items()
+                if r["separates"] and math.isfinite(r["tau_per_hour"]) and r["tau_choose"] > 0}
+    if not eligible:
+        from evaluators.proxy_presets import PROXY_PRESETS, data_kind
+
+        missing = [n for n in PROXY_PRESETS[data_kind(dataset)] if n not in rows
+                   or not math.isfinite(rows[n]["tau_choose"])
+                   or not math.isfinite(rows[n]["gap_sd"])]
+        why = ("not yet measured: " + ", ".join(missing)) if missing else \
+            "no preset separates GhostNet 1.3x from 0.5x beyond 3 SD with a positive tau"
+        return {"presets": rows, "chosen": None, "why": why}
+    chosen = max(eligible, key=lambda n: eligible[n]["tau_per_hour"])
+    confirm = by_proxy[rows[chosen]["proxy"]].get("confirm", {})
+    return {"presets": rows, "chosen": chosen,
+            "why": "the best tau per second among the presets that separate 1.3x from 0.5x",
+            "confirm_tau": confirm.get("tau", math.nan),
+            "confirm_tau_minus_flops": confirm.get("tau_minus_flops", math.nan),
+            "confirm_n": confirm.get("n", 0)}
 
 
 def report(args) -> None:
@@ -429,6 +489,18 @@ def report(args) -> None:
               f"{row['seed_tau']:+.3f}  seed SD {row['seed_sd_top1']:.2f} pt  1.3x-0.5x "
               f"{row.get('gap_130_050', math.nan):+.2f}±{row.get('gap_130_050_sd', math.nan):.2f}"
               f"  {row['seconds_per_network_median']:.0f} s/net")
+    choice = a["default_choice"]
+    for name, r in choice["presets"].items():
+        print(f"preset {name:<9} tau (choose half) {r['tau_choose']:+.3f}  GhostNet 1.0x "
+              f"{r['seconds_ghostnet_100']:.0f} s  tau per hour {r['tau_per_hour']:+.2f}  "
+              f"1.3x-0.5x {r['gap_130_050']:+.2f} (3 SD {3 * r['gap_sd']:.2f}): "
+              f"{'separates' if r['separates'] else 'does not separate'}")
+    if choice["chosen"] is None:
+        print(f"default preset: none chosen ({choice['why']})")
+    else:
+        print(f"default preset: {choice['chosen']} ({choice['why']}); on the {choice['confirm_n']}"
+              f" confirm networks tau {choice['confirm_tau']:+.3f}, minus FLOPs' "
+              f"{choice['confirm_tau_minus_flops']:+.3f} (goal: >= 0.7 and >= 0.15)")
 
 
 def main() -> None:
