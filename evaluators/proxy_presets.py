@@ -18,6 +18,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
+from evaluators.proxy import proxy_config
 from evaluators.training import ConfigError
 
 __all__ = ["ProxyPreset", "ResolvedProxy", "PROXY_PRESETS", "DEFAULT_PRESET", "data_kind",
@@ -60,8 +61,6 @@ def data_kind(dataset: str) -> str:
 def describe(p: ProxyPreset | ResolvedProxy, kind: str) -> str:
     """One line for --help and messages: training images x epochs at the side (``kind``'s
     proxy side where the preset keeps it)."""
-    from evaluators.proxy import proxy_config
-
     images = "all" if p.max_train is None else f"{p.max_train:,}"
     side = p.resolution or proxy_config("digits" if kind == "digits" else "folder").resolution
     return f"{images} training images x {p.epochs} epochs at {side} px"
