@@ -14,6 +14,11 @@ trials on a 2-core CPU: the seconds per network are what a search would pay.
         --out benchmarks/results/proxy_budget_cifar.json          # hours: resumable, run it again
     python benchmarks/proxy_budget.py report --out benchmarks/results/proxy_budget_cifar.json
     python benchmarks/proxy_budget.py run --dataset digits --smoke --out /tmp/smoke.json
+    python benchmarks/proxy_budget.py merge --from gpu_copy.json --out benchmarks/results/proxy_budget_cifar.json
+
+On a GPU machine (docs/benchmarks.md), ``--device cuda --workers 6 --proxies target`` trains the
+costliest part there; ``merge`` adds the results of such a copy of the record that this one
+lacks (run it while no study writes the record).
 
 The report gives, per proxy: Kendall tau against the target with a bootstrap 95% interval over
 networks, minus the tau of FLOPs alone (a proxy must add to it); Spearman rho; pairwise accuracy
@@ -228,6 +233,8 @@ def jobs(args, record: dict, nets: dict[str, dict], code: str) -> list[dict]:
     for seed in (TARGET_SEEDS[:1] if args.smoke else TARGET_SEEDS):
         wanted += [(1 if seed == 0 else 6, n, "target", target, seed, True) for n in nets
                    if seed == 0 or side[n] == "choose"]
+    if args.proxies:
+        wanted = [w for w in wanted if w[2] in args.proxies]
     out = []
     for _, net, proxy, settings, seed, is_target in sorted(wanted, key=lambda w: w[0]):
         fp = hashlib.sha256(json.dumps([settings, code.split("@")[0], args.dataset, nets[net]],
@@ -470,6 +477,27 @@ def _choose_default(dataset: str, by_proxy: dict) -> dict:
             "confirm_n": confirm.get("n", 0)}
 
 
+def merge(args) -> None:
+    """Add the results of ``args.source`` (a copy of the record that another machine grew)
+    that ``args.out`` lacks; both must be the same study."""
+    out, source = Path(args.out), Path(args.source)
+    record, other = json.loads(out.read_text()), json.loads(source.read_text())
+    for field in ("dataset", "proxies", "target", "data_seed"):
+        if record.get(field) != other.get(field):
+            sys.exit(f"{source} is another study ({field} differs); nothing merged")
+    new = {k: r for k, r in other["results"].items() if k not in record["results"]}
+    record["results"].update(new)
+    for field in ("machines", "code_versions"):
+        record[field] = record.get(field, []) + [m for m in other.get(field, [])
+                                                 if m not in record.get(field, [])]
+    tmp = out.with_suffix(".tmp")
+    tmp.write_text(json.dumps(record, indent=1) + "\n")
+    os.replace(tmp, out)
+    for key in new:  # a training this machine had begun is done
+        (_epochs_dir(args.out) / f"{key.replace('|', '-')}.pt").unlink(missing_ok=True)
+    print(f"{len(new)} results added from {source} ({len(record['results'])} in the record)")
+
+
 def report(args) -> None:
     out = Path(args.out)
     record = json.loads(out.read_text())
@@ -505,7 +533,7 @@ def report(args) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("part", choices=("run", "report"))
+    ap.add_argument("part", choices=("run", "report", "merge"))
     ap.add_argument("--dataset", choices=("digits", "folder"), default="digits")
     ap.add_argument("--data-dir", default=None,
                     help="an image folder, or a .tar.gz of one (extracted to a temp folder)")
@@ -515,8 +543,13 @@ def main() -> None:
                     help="cpu, or cuda on a GPU machine: the same results, faster; their "
                          "seconds are kept but not counted as the CPU cost")
     ap.add_argument("--smoke", action="store_true", help="one proxy, one seed, 1-2 epochs")
+    ap.add_argument("--proxies", type=lambda v: set(v.split(",")), default=None,
+                    help="train only these proxies (comma-separated names, 'target' too)")
+    ap.add_argument("--from", dest="source", help="merge: the record copy to add from")
     ap.add_argument("--out", required=True)
     args = ap.parse_args()
+    if args.part == "merge" and not args.source:
+        ap.error("merge needs --from FILE")
     if args.data_dir and args.data_dir.endswith(".tar.gz"):
         dest = Path(tempfile.gettempdir()) / ("ghostnas-" + Path(args.data_dir).name[:-7])
         if not dest.is_dir():
@@ -525,7 +558,7 @@ def main() -> None:
         inner = [p for p in dest.iterdir() if p.is_dir()]
         args.data_dir = str(inner[0] if len(inner) == 1 and not (dest / "train").is_dir()
                             else dest)
-    (run if args.part == "run" else report)(args)
+    {"run": run, "report": report, "merge": merge}[args.part](args)
 
 
 if __name__ == "__main__":
