@@ -5,8 +5,9 @@
 Every worker draws the same permutation and augmentation for an epoch and keeps its share of
 each global batch (evaluators/batches.py); the weights are the same on every worker
 (DistributedDataParallel averages the gradients), so worker 0 alone writes checkpoints. Each
-epoch's random state is derived from (seed, epoch) rather than carried over, so that a run can
-resume with another number of workers, or in a single process.
+epoch's random state is derived from (seed, epoch) rather than carried over, in one process as
+in many, so that one seed is one data stream whatever the number of workers and a run can
+resume with another number of them.
 """
 
 from __future__ import annotations

@@ -238,7 +238,6 @@ class TrainingSession:
                 self.scaler.load_state_dict(state["scaler"])
             if self.ema is not None:
                 self.ema.load_state_dict(state["ema"])
-            self._restore_rng(state)
             self.history = [EpochRecord(**r) for r in state["history"]]
         except (RuntimeError, ValueError, KeyError, TypeError) as exc:
             raise CheckpointError(f"cannot resume from {str(self.path)!r}: its state does not "
@@ -247,19 +246,6 @@ class TrainingSession:
         self.images = int(state["images"])
         self.resumed_from = int(state["epoch"])
 
-    def _restore_rng(self, state: dict[str, Any]) -> None:
-        if self.group is not None:
-            return  # a data-parallel run seeds every epoch from (seed, epoch)
-        rng = state["rng"]
-        torch.set_rng_state(rng["torch"])
-        if rng.get("device_type") == self.device.type and state["workers"] == 1:
-            if self.device.type == "cuda" and rng.get("cuda") is not None:
-                torch.cuda.set_rng_state(rng["cuda"], self.device)
-            self.gen.set_state(rng["generator"])
-        else:  # moved between CPU and CUDA, or from a data-parallel run: the generator's state
-            # does not carry over, so the batch order continues from a seed of its own (not
-            # bit-exact, still seeded)
-            self.gen.manual_seed(self.config.seed + 1_000_003 * int(state["epoch"]))
 
     def save(self, epoch: int) -> None:
         if self.group is not None and not self.group.main:
@@ -269,6 +255,7 @@ class TrainingSession:
             "epoch": epoch, "model": self.model.state_dict(), "optimizer": self.opt.state_dict(),
             "scheduler": self.sched.state_dict(),
             "scaler": self.scaler.state_dict() if self.scaler is not None else None,
+            # not read on resume (every epoch is seeded from (seed, epoch)); kept for the format
             "rng": {"torch": torch.get_rng_state(), "cuda": cuda,
                     "generator": self.gen.get_state(), "device_type": self.device.type},
             "arch": self.arch.to_dict(), "config": self.config.to_dict(),
@@ -283,9 +270,12 @@ class TrainingSession:
         cfg = self.config
         check_every = 1 if self.device.type == "cpu" else _CUDA_CHECK_EVERY  # a CPU sync is free
         for epoch in range(len(self.history) + 1, cfg.epochs + 1):
-            if self.group is not None:
-                self.gen.manual_seed(epoch_seed(cfg.seed, epoch))  # the same on every worker
-                torch.manual_seed(epoch_seed(cfg.seed, epoch, self.group.rank + 1))  # dropout
+            # Every worker, and a single process, draws the epoch's batch order and
+            # augmentation from (seed, epoch): one seed is one data stream whatever the number
+            # of workers, and a resume needs no RNG state.
+            self.gen.manual_seed(epoch_seed(cfg.seed, epoch))
+            rank = self.group.rank if self.group is not None else 0
+            torch.manual_seed(epoch_seed(cfg.seed, epoch, rank + 1))  # dropout
             stats = train_epoch(self.step, self.batches, check_every=check_every,
                                 on_check=None if self.progress is None
                                 else functools.partial(self._report_steps, epoch))

@@ -1,15 +1,22 @@
 """BatchNorm over the global batch of two gloo workers (evaluators/scratch/sync_bn.py): each
-worker's half of a batch gives what one process gives on the whole batch."""
+worker's half of a batch gives what one process gives on the whole batch; and a whole training
+on two such workers gives the weights one process trains."""
 
 from __future__ import annotations
 
+import dataclasses
+
+import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 from torch import nn
 
+from evaluators.data import load_dataset
+from evaluators.scratch import CHECKPOINT_NAME, TrainConfig, load_checkpoint, train_from_scratch
+from evaluators.scratch.group import WorkerGroup
 from evaluators.scratch.sync_bn import CrossWorkerBatchNorm2d, convert_batchnorms
-from tests.helpers import free_port
+from tests.helpers import SMALL_ARCH, free_port
 
 C = 5
 
@@ -76,3 +83,48 @@ def test_alone_or_evaluating_it_is_batchnorm():
     synced.eval()
     torch.testing.assert_close(synced(x), net(x))
     assert set(synced.state_dict()) == set(net.state_dict())  # checkpoints move between them
+
+
+# -- a whole training: one process and two workers ------------------------------------------
+
+NO_DROPOUT = dataclasses.replace(SMALL_ARCH, dropout=0.0)  # per-worker masks would differ
+ONE_EPOCH = TrainConfig(epochs=1, batch_size=32, threads=1, flip=True, bn_recalibrate=64)
+
+
+def _digits():
+    return load_dataset("digits", max_train=192, max_val=96)
+
+
+def _train_worker(rank: int, port: int, out: str) -> None:
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank,
+                            world_size=2)
+    try:
+        train_from_scratch(NO_DROPOUT, _digits(),
+                           dataclasses.replace(ONE_EPOCH, workers=2, sync_bn=True),
+                           out_dir=out, group=WorkerGroup(rank=rank, world=2, local=2))
+    finally:
+        dist.destroy_process_group()
+
+
+def _weights(folder) -> dict[str, torch.Tensor]:
+    """The trained parameters (BatchNorm's running statistics are recomputed before scoring;
+    on duplicated calibration images a global batch's unbiased variance differs by n/(n-1))."""
+    return {k: v for k, v in load_checkpoint(folder / CHECKPOINT_NAME)["model"].items()
+            if v.is_floating_point() and "running_" not in k}
+
+
+def test_two_workers_with_global_batchnorm_train_what_one_process_trains(tmp_path):
+    # One seed is one data stream (batch order, crops, flips) whatever the number of workers,
+    # so with BatchNorm over the global batch only the order of float sums differs.
+    for name in ("one", "two", "other_seed"):
+        (tmp_path / name).mkdir()
+    mp.spawn(_train_worker, args=(free_port(), str(tmp_path / "two")), nprocs=2, join=True)
+    one = train_from_scratch(NO_DROPOUT, _digits(), ONE_EPOCH, out_dir=tmp_path / "one")
+    train_from_scratch(NO_DROPOUT, _digits(), dataclasses.replace(ONE_EPOCH, seed=1),
+                       out_dir=tmp_path / "other_seed")
+    two = load_checkpoint(tmp_path / "two" / CHECKPOINT_NAME)["history"][0]
+    assert two["loss"] == pytest.approx(one.loss, rel=1e-4)
+    a, b, c = (_weights(tmp_path / n) for n in ("one", "two", "other_seed"))
+    gap = max((a[k] - b[k]).abs().max().item() for k in a)
+    seed_gap = max((a[k] - c[k]).abs().max().item() for k in a)
+    assert gap < 1e-3 < seed_gap, (gap, seed_gap)
