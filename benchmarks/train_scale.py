@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import shutil
 import signal
@@ -165,18 +166,33 @@ def parity(data: Path, work: Path, env: dict[str, str], *, seeds: int, epochs: i
         "mean_top1_1_worker": statistics.mean(one), "mean_top1_2_workers": statistics.mean(two),
         "seed_stdev_1_worker": statistics.stdev(one) if len(one) > 1 else None,
         "seed_stdev_2_workers": statistics.stdev(two) if len(two) > 1 else None,
-        "mean_difference": statistics.mean(r["difference"] for r in runs)}
+        "mean_difference": statistics.mean(r["difference"] for r in runs),
+        # the runs of a seed share weights at start and the data stream: a paired comparison
+        **_paired([r["difference"] for r in runs])}
     if sync_bn:
         summary["mean_difference_sync_bn"] = statistics.mean(r["difference_sync_bn"]
                                                              for r in runs)
         print(f"parity with --sync-bn: mean difference "
               f"{summary['mean_difference_sync_bn']:+.2f} points", flush=True)
+    low, high = summary["difference_ci95"]
     print(f"parity: top1 {summary['mean_top1_1_worker']:.2f} % (1 worker) vs "
           f"{summary['mean_top1_2_workers']:.2f} % (2 workers), mean difference "
-          f"{summary['mean_difference']:+.2f} points; seed spread (stdev) "
-          f"{summary['seed_stdev_1_worker'] or 0:.2f} / {summary['seed_stdev_2_workers'] or 0:.2f}",
-          flush=True)
+          f"{summary['mean_difference']:+.2f} points (paired 95% CI {low:+.2f} to {high:+.2f}); "
+          f"seed spread (stdev) {summary['seed_stdev_1_worker'] or 0:.2f} / "
+          f"{summary['seed_stdev_2_workers'] or 0:.2f}", flush=True)
     return {"runs": runs, **summary}
+
+
+def _paired(diffs: list[float]) -> dict:
+    """The stdev of per-seed differences and a Student-t 95% interval of their mean."""
+    from scipy.stats import t
+
+    if len(diffs) < 2:
+        return {"difference_stdev": None, "difference_ci95": [math.nan, math.nan]}
+    sd = statistics.stdev(diffs)
+    half = float(t.ppf(0.975, len(diffs) - 1)) * sd / math.sqrt(len(diffs))
+    mean = statistics.mean(diffs)
+    return {"difference_stdev": sd, "difference_ci95": [mean - half, mean + half]}
 
 
 def _ray_processes() -> list[str]:
