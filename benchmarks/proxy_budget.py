@@ -307,7 +307,7 @@ def run(args) -> None:
                 _train_chunk(pool, todo[start:start + CHUNK], record, save, args.workers,
                              left=len(todo) - start)
             time.sleep(2)  # a benchmark waiting for the lock gets it now
-    report(args)
+    report(args, save=True)
 
 
 def _train_chunk(pool, chunk: list[dict], record: dict, save, workers: int, *, left: int) -> None:
@@ -498,12 +498,21 @@ def merge(args) -> None:
     print(f"{len(new)} results added from {source} ({len(record['results'])} in the record)")
 
 
-def report(args) -> None:
+def report(args, *, save: bool = False) -> None:
+    """Print the analysis (``save``: also write it into the record, as a finished ``run``
+    does; a ``report`` beside a running study only reads, so it cannot undo a result filed
+    meanwhile)."""
     out = Path(args.out)
     record = json.loads(out.read_text())
     record["analysis"] = analyse(record)
-    out.write_text(json.dumps(record, indent=1) + "\n")
+    if save:
+        tmp = out.with_suffix(".tmp")
+        tmp.write_text(json.dumps(record, indent=1) + "\n")
+        os.replace(tmp, out)
     a = record["analysis"]
+    if args.markdown:
+        print(_markdown(a, record))
+        return
     print(f"target seed-to-seed tau (ceiling): {a['target_seed_tau']:.3f} over "
           f"{a['target_both_seeds']} networks")
     for proxy, row in a["by_proxy"].items():
@@ -531,6 +540,34 @@ def report(args) -> None:
               f"{choice['confirm_tau_minus_flops']:+.3f} (goal: >= 0.7 and >= 0.15)")
 
 
+def _markdown(a: dict, record: dict) -> str:
+    """The per-proxy figures as a Markdown table (for docs/data-and-proxy.md and the README);
+    "—": not measured yet, or (the target against itself) not meaningful."""
+    def f(x: float, fmt: str, unit: str = "") -> str:
+        return "—" if x is None or not math.isfinite(x) else f"{x:{fmt}}{unit}"
+
+    lines = ["| proxy | settings | τ vs target (95% CI) | τ minus FLOPs' | pairs within 1.5× | "
+             "seed τ | seed SD of top-1 | GhostNet 1.3x − 0.5x (SD) | s per GhostNet 1.0x |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for proxy, row in a["by_proxy"].items():
+        al = {} if proxy == "target" else row.get("all", {})
+        low, high = al.get("tau_ci95", (math.nan, math.nan))
+        settings = record["target"] if proxy == "target" else record["proxies"].get(proxy)
+        name = f"`{row['preset']}`" if row.get("preset") else proxy
+        tau = f(al.get("tau"), ".2f")
+        lines.append(
+            f"| {name} | {_label(record['dataset'], settings) if settings else proxy} | "
+            f"{tau}{'' if tau == '—' else f' ({low:.2f}…{high:.2f})'} | "
+            f"{f(al.get('tau_minus_flops'), '+.2f')} | "
+            f"{f(al.get('pairwise_within_1.5x'), '.2f')} | {f(row['seed_tau'], '.2f')} | "
+            f"{f(row['seed_sd_top1'], '.2f', ' points')} | "
+            f"{f(row.get('gap_130_050'), '+.1f')} ({f(row.get('gap_130_050_sd'), '.1f')}) | "
+            f"{f(row.get('seconds_ghostnet_100'), '.0f')} |")
+    lines.append(f"\nTarget seed-to-seed τ (the ceiling): {f(a['target_seed_tau'], '.2f')} over "
+                 f"{a['target_both_seeds']} networks.")
+    return "\n".join(lines)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("part", choices=("run", "report", "merge"))
@@ -546,6 +583,8 @@ def main() -> None:
     ap.add_argument("--proxies", type=lambda v: set(v.split(",")), default=None,
                     help="train only these proxies (comma-separated names, 'target' too)")
     ap.add_argument("--from", dest="source", help="merge: the record copy to add from")
+    ap.add_argument("--markdown", action="store_true",
+                    help="report: the figures as a Markdown table")
     ap.add_argument("--out", required=True)
     args = ap.parse_args()
     if args.part == "merge" and not args.source:
