@@ -13,6 +13,11 @@ reference's neighbour (more than two edits away); candidate CPU-seconds. Across 
 paired difference with a bootstrap 95% interval and the win rate. ``--arms`` picks the settings
 run per seed (default both).
 
+``summary``: the paired comparison recomputed from the record, runs nothing. Besides
+"matched" (top-1 at least the reference's), it counts the references no candidate at no more
+FLOPs trails beyond the noise (matched, beaten, or matched within noise: SCIENCE.md), with the
+noise today's code counts for the run's proxy.
+
 ``replay``: full runs (``--scheduler none``) are recorded once per seed; each early-stopping
 policy is replayed on their curves (``search.replay``): the share of the finally non-dominated
 candidates it stops and the compute it saves.
@@ -42,6 +47,7 @@ sys.path.insert(0, str(ROOT))
 
 from benchmarks._machine import benchmark_lock, machine  # noqa: E402
 from results.compare import hypervolume_gain, neighbours, reference_standing  # noqa: E402
+from results.noise import Noise  # noqa: E402
 from results.table import load_run  # noqa: E402
 from search.replay import POLICIES, recorded_trials, replay  # noqa: E402
 
@@ -84,14 +90,28 @@ def _keep_tables(args, folder: Path) -> dict:
     return {"tables": str(keep.relative_to(ROOT)) if keep.is_relative_to(ROOT) else str(keep)}
 
 
+def _noise(meta: dict) -> Noise:
+    """The noise today's code counts for a recorded run: its held-out images and its proxy
+    preset's measured seed spread."""
+    return Noise(meta["data"]["val"], _seed_sd(meta))
+
+
+def _not_trailing(standing: list) -> dict:
+    """References that no candidate at no more FLOPs trails beyond the noise (SCIENCE.md:
+    matched, beaten, or matched within noise), by any candidate and by new designs."""
+    return {"not_trailing": sum(s.verdict in ("beats", "ties") for s in standing),
+            "not_trailing_new": sum(s.verdict_new in ("beats", "ties") for s in standing)}
+
+
 def measure(folder: Path, *, budget: float) -> dict:
     run = load_run(folder)
     t = run.trials
     cands = t[t["kind"] == "candidate"]
     near = neighbours(t)
-    standing = reference_standing(t, near=near)
+    standing = reference_standing(t, near=near, noise=_noise(run.meta))
     order = cands.sort_values("finished_at", kind="stable")
     return {
+        **_not_trailing(standing),
         "hv_gain": hypervolume_gain(t, ref_x=budget),
         "matched": sum(s.matched for s in standing),
         "matched_new": sum(s.matched_new for s in standing),
@@ -109,13 +129,17 @@ def measure(folder: Path, *, budget: float) -> dict:
     }
 
 
-def hv_at(arm: dict, seconds: float, budget: float) -> float:
-    """HV gained by an arm's candidates that finished within ``seconds`` of candidate compute
-    (from its run folder, else from the tables kept beside the record)."""
+def _folder(arm: dict) -> Path:
+    """An arm's run folder, else the tables kept beside the record."""
     folder = Path(arm["run"])
     if not (folder / "run.json").exists() and arm.get("tables"):
         folder = ROOT / arm["tables"]
-    t = load_run(folder).trials
+    return folder
+
+
+def hv_at(arm: dict, seconds: float, budget: float) -> float:
+    """HV gained by an arm's candidates that finished within ``seconds`` of candidate compute."""
+    t = load_run(_folder(arm)).trials
     cands = t[t["kind"] == "candidate"].sort_values("finished_at", kind="stable")
     spent = cands["proxy_seconds"].fillna(0).cumsum()
     keep = set(cands["trial_id"][spent <= seconds + 1e-9])
@@ -141,13 +165,17 @@ def summarise(pairs: dict[str, dict], budget: float, base: str = "before",
         return out
 
     def value(p: dict, arm: str, metric: str) -> float:
+        if metric.startswith("not_trailing") and metric not in p[arm]:  # an older record
+            run = load_run(_folder(p[arm]))
+            p[arm].update(_not_trailing(reference_standing(run.trials,
+                                                           noise=_noise(run.meta))))
         if metric != "hv_gain_equal_compute":
             return p[arm][metric]
         cut = min(p[base]["candidate_seconds"], p[new]["candidate_seconds"])
         return hv_at(p[arm], cut, budget)
 
     for metric in ("hv_gain", "hv_gain_equal_compute", "matched", "matched_new",
-                   "candidate_seconds"):
+                   "not_trailing", "not_trailing_new", "candidate_seconds"):
         rows = [(value(p, base, metric), value(p, new, metric)) for p in done]
         diffs = [b - a for a, b in rows if math.isfinite(a) and math.isfinite(b)]
         if not diffs:
@@ -177,6 +205,12 @@ def paired(args, record: dict, runs: Path, save) -> None:
                   f"{m['matched']}/{m['references']} ({m['matched_new']} by new designs), "
                   f"{m['candidate_seconds']:.0f} candidate CPU-s, "
                   f"{m['early_stopped']} stopped early", flush=True)
+    summarised(args, record, runs, save)
+
+
+def summarised(args, record: dict, runs: Path, save) -> None:
+    """The paired comparisons recomputed from the record (no run), with today's definitions."""
+    pairs = record.get("pairs", {})
     for key, base, new in COMPARISONS:
         record[key] = summarise(pairs, budget=args.budget_flops, base=base, new=new)
         save()
@@ -230,7 +264,7 @@ def replayed(args, record: dict, runs: Path, save) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("part", choices=("paired", "replay"))
+    ap.add_argument("part", choices=("paired", "replay", "summary"))
     ap.add_argument("--budget", default="300MFLOPs")
     ap.add_argument("--trials", type=int, default=12)
     ap.add_argument("--seeds", type=int, default=10)
@@ -269,13 +303,15 @@ def main() -> None:
     if record.get("setup", key) != key:
         sys.exit(f"{out} holds a record of another setup ({record['setup']}); pass another --out")
     record["setup"] = key
-    record.setdefault("machines", []).append(machine())
+    if args.part != "summary":
+        record.setdefault("machines", []).append(machine())
     record["settings"] = SETTINGS
 
     def save() -> None:
         out.write_text(json.dumps(record, indent=1, default=float) + "\n")
 
-    (paired if args.part == "paired" else replayed)(args, record, runs, save)
+    {"paired": paired, "replay": replayed, "summary": summarised}[args.part](
+        args, record, runs, save)
 
 
 if __name__ == "__main__":
