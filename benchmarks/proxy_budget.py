@@ -39,6 +39,7 @@ import hashlib
 import itertools
 import json
 import math
+import multiprocessing
 import os
 import random
 import statistics
@@ -320,7 +321,9 @@ def run(args) -> None:
 
     save()
     _epochs_dir(args.out).mkdir(exist_ok=True)
-    with ProcessPoolExecutor(max_workers=args.workers) as pool:
+    # machine() has initialised CUDA in this process, and a forked child cannot use it again
+    context = None if args.device == "cpu" else multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=args.workers, mp_context=context) as pool:
         for start in range(0, len(todo), CHUNK):
             with benchmark_lock():
                 _train_chunk(pool, todo[start:start + CHUNK], record, save, args.workers,
