@@ -517,6 +517,8 @@ def merge(args) -> None:
             sys.exit(f"{source} is another study ({field} differs); nothing merged")
     new = {k: r for k, r in other["results"].items() if k not in record["results"]}
     record["results"].update(new)
+    # networks the copy added (a confirm set trained there)
+    record["networks"] = {**other.get("networks", {}), **record.get("networks", {})}
     for field in ("machines", "code_versions"):
         record[field] = record.get(field, []) + [m for m in other.get(field, [])
                                                  if m not in record.get(field, [])]
