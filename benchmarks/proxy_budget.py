@@ -14,7 +14,8 @@ trials on a 2-core CPU: the seconds per network are what a search would pay.
         --out benchmarks/results/proxy_budget_cifar.json          # hours: resumable, run it again
     python benchmarks/proxy_budget.py report --out benchmarks/results/proxy_budget_cifar.json
     python benchmarks/proxy_budget.py run --dataset digits --smoke --out /tmp/smoke.json
-    python benchmarks/proxy_budget.py merge --from gpu_copy.json --out benchmarks/results/proxy_budget_cifar.json
+    python benchmarks/proxy_budget.py merge --from gpu_copy.json \
+        --out benchmarks/results/proxy_budget_cifar.json
 
 On a GPU machine (docs/benchmarks.md), ``--device cuda --workers 6 --proxies target`` trains the
 costliest part there; ``merge`` adds the results of such a copy of the record that this one
@@ -40,7 +41,6 @@ import itertools
 import json
 import math
 import multiprocessing
-import os
 import random
 import statistics
 import subprocess
@@ -221,6 +221,17 @@ def _epochs_dir(out: str) -> Path:
     return Path(out).with_suffix(".epochs")
 
 
+def _epoch_file(out: str, key: str) -> Path:
+    return _epochs_dir(out) / f"{key.replace('|', '-')}.pt"
+
+
+def _write(out: Path, record: dict) -> None:
+    """The record, replaced atomically: a stop mid-write leaves the previous one."""
+    from space.io import atomic_write_text
+
+    atomic_write_text(out, json.dumps(record, indent=1) + "\n")
+
+
 def jobs(args, record: dict, nets: dict[str, dict], code: str) -> list[dict]:
     """Every (network, proxy, seed) the study wants and the record lacks, in the order that
     gives the figures a preset choice needs soonest: the cheap proxies (a quarter of the
@@ -259,7 +270,7 @@ def jobs(args, record: dict, nets: dict[str, dict], code: str) -> list[dict]:
     if args.proxies:
         wanted = [w for w in wanted if w[2] in args.proxies]
     out = []
-    for _, net, proxy, settings, seed, is_target in sorted(wanted, key=lambda w: w[0]):
+    for phase, net, proxy, settings, seed, is_target in sorted(wanted, key=lambda w: w[0]):
         fp = hashlib.sha256(json.dumps([settings, code.split("@")[0], args.dataset, nets[net]],
                                        sort_keys=True).encode()).hexdigest()[:12]
         key = f"{net}|{proxy}|{seed}|{fp}"
@@ -268,8 +279,8 @@ def jobs(args, record: dict, nets: dict[str, dict], code: str) -> list[dict]:
         out.append({"key": key, "network": net, "proxy": proxy, "seed": seed,
                     "settings": settings, "target": is_target, "arch": nets[net],
                     "dataset": args.dataset, "data_dir": args.data_dir,
-                    "device": args.device,
-                    "resume": str(_epochs_dir(args.out) / f"{key.replace('|', '-')}.pt")})
+                    "device": args.device, "phase": phase,
+                    "resume": str(_epoch_file(args.out, key))})
     return out
 
 
@@ -317,11 +328,14 @@ def run(args) -> None:
     print(f"{len(todo)} trainings to go ({len(record['results'])} in the record); "
           f"{args.workers} at a time, one thread each"
           + (f"; about {eta:.1f} h at the speed recorded so far" if eta else ""), flush=True)
+    if eta:
+        parts = {"until the default preset can be chosen": [j for j in todo if j["phase"] <= 2.5],
+                 "for the confirm set": [j for j in todo if j["phase"] == 7]}
+        print("; ".join(f"{_hours_left(js, record, args.workers):.1f} h {what}"
+                        for what, js in parts.items() if js), flush=True)
 
     def save() -> None:
-        tmp = out.with_suffix(".tmp")
-        tmp.write_text(json.dumps(record, indent=1) + "\n")
-        os.replace(tmp, out)
+        _write(out, record)
 
     save()
     _epochs_dir(args.out).mkdir(exist_ok=True)
@@ -522,11 +536,9 @@ def merge(args) -> None:
     for field in ("machines", "code_versions"):
         record[field] = record.get(field, []) + [m for m in other.get(field, [])
                                                  if m not in record.get(field, [])]
-    tmp = out.with_suffix(".tmp")
-    tmp.write_text(json.dumps(record, indent=1) + "\n")
-    os.replace(tmp, out)
+    _write(out, record)
     for key in new:  # a training this machine had begun is done
-        (_epochs_dir(args.out) / f"{key.replace('|', '-')}.pt").unlink(missing_ok=True)
+        _epoch_file(args.out, key).unlink(missing_ok=True)
     print(f"{len(new)} results added from {source} ({len(record['results'])} in the record)")
 
 
@@ -538,9 +550,7 @@ def report(args, *, save: bool = False) -> None:
     record = json.loads(out.read_text())
     record["analysis"] = analyse(record)
     if save:
-        tmp = out.with_suffix(".tmp")
-        tmp.write_text(json.dumps(record, indent=1) + "\n")
-        os.replace(tmp, out)
+        _write(out, record)
     a = record["analysis"]
     if args.markdown:
         print(_markdown(a, record))
@@ -618,9 +628,9 @@ def main() -> None:
                     help="train only these proxies (comma-separated names, 'target' too)")
     ap.add_argument("--from", dest="source", help="merge: the record copy to add from")
     ap.add_argument("--confirm-set", action="store_true",
-                    help=f"also train up to {N_CONFIRM_SET} more sampled networks with the presets and "
-                         "the target (seed 0), after the rest: the chosen preset's tau is then "
-                         "measured on >= 12 networks it was not chosen on")
+                    help=f"also train up to {N_CONFIRM_SET} more sampled networks with the "
+                         "presets and the target (seed 0), after the rest: the chosen preset's "
+                         "tau is then measured on >= 12 networks it was not chosen on")
     ap.add_argument("--markdown", action="store_true",
                     help="report: the figures as a Markdown table")
     ap.add_argument("--out", required=True)

@@ -165,10 +165,6 @@ def summarise(pairs: dict[str, dict], budget: float, base: str = "before",
         return out
 
     def value(p: dict, arm: str, metric: str) -> float:
-        if metric.startswith("not_trailing") and metric not in p[arm]:  # an older record
-            run = load_run(_folder(p[arm]))
-            p[arm].update(_not_trailing(reference_standing(run.trials,
-                                                           noise=_noise(run.meta))))
         if metric != "hv_gain_equal_compute":
             return p[arm][metric]
         cut = min(p[base]["candidate_seconds"], p[new]["candidate_seconds"])
@@ -211,6 +207,11 @@ def paired(args, record: dict, runs: Path, save) -> None:
 def summarised(args, record: dict, runs: Path, save) -> None:
     """The paired comparisons recomputed from the record (no run), with today's definitions."""
     pairs = record.get("pairs", {})
+    compared = {name for _, base, new in COMPARISONS for name in (base, new)}
+    for arm in (p[name] for p in pairs.values() for name in compared if name in p):
+        if "not_trailing" not in arm:  # a run measured before this count was kept
+            run = load_run(_folder(arm))
+            arm.update(_not_trailing(reference_standing(run.trials, noise=_noise(run.meta))))
     for key, base, new in COMPARISONS:
         record[key] = summarise(pairs, budget=args.budget_flops, base=base, new=new)
         save()

@@ -43,7 +43,8 @@ from space.checks import UserError, check_float, check_int, shown
 __all__ = ["AMP_CHOICES", "ConfigError", "EpochStats", "LossWatch", "TrainStep", "WeightEMA",
            "amp_dtype", "autocast", "batchnorms", "build_model", "check_settings", "evaluate",
            "grad_scaler", "isolated", "lr_factor", "param_groups", "recalibrate_bn",
-           "score", "seed_generator", "sgd", "top1_counts", "train_epoch", "warmup_cosine"]
+           "score", "seed_generator", "sgd", "stem_stride_for", "top1_counts", "train_epoch",
+           "warmup_cosine", "SMALL_INPUT"]
 
 AMP_CHOICES = ("auto", "off", "bf16", "fp16")
 
@@ -146,6 +147,16 @@ def isolated(device: torch.device, *, threads: int | None) -> Iterator[None]:
             yield
     finally:
         torch.set_num_threads(previous)
+
+
+SMALL_INPUT = 64  # inputs below this side keep the stem at stride 1
+
+
+def stem_stride_for(side: int) -> int:
+    """The stem stride of a network trained at ``side`` px: 1 below :data:`SMALL_INPUT` (the
+    usual CIFAR adaptation, so small inputs are not downsampled at once), else the deployment
+    stem's 2."""
+    return 1 if side < SMALL_INPUT else 2
 
 
 def seed_generator(seed: int, device: torch.device) -> torch.Generator:

@@ -35,7 +35,7 @@ from evaluators.cache import cache_key, data_identity
 from evaluators.flops import FlopsRange, count, flops_range
 from evaluators.proxy import ProxyConfig, proxy_config
 from evaluators.proxy_presets import ResolvedProxy
-from evaluators.scratch.config import SMALL_INPUT
+from evaluators.training import stem_stride_for
 from results.noise import run_noise
 from results.runfolder import SCHEMA_VERSION, RunFolder, RunFolderError, probe_writable
 from results.table import best_candidate
@@ -512,10 +512,10 @@ def _load_data(settings: RunSettings, *, log: Callable[[str], None]
     overrides: dict[str, Any] = {"seed": settings.seed, "epochs": chosen.epochs}
     image_size = None
     if chosen.resolution is not None:
-        # From SMALL_INPUT px up the networks keep their deployment stem, as `train` builds
-        # them; a folder is decoded at the side itself, not upsampled from its 32 px default.
+        # The stem `train` gives a network at this side; a folder is decoded at the side
+        # itself, not upsampled from its 32 px default.
         overrides.update(resolution=chosen.resolution,
-                         stem_stride=1 if chosen.resolution < SMALL_INPUT else 2)
+                         stem_stride=stem_stride_for(chosen.resolution))
         if settings.dataset == "folder" and chosen.resolution > datasets.DEFAULT_FOLDER_SIZE:
             image_size = chosen.resolution
     proxy = proxy_config(settings.dataset, **overrides)

@@ -18,14 +18,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from evaluators.data import ImageData
-from evaluators.training import ConfigError, check_settings
+from evaluators.training import SMALL_INPUT, ConfigError, check_settings, stem_stride_for
 
 __all__ = ["TrainConfig", "TRAIN_PRESETS", "RECIPES", "DEFAULT_RECIPE", "train_config",
            "pick_resolution", "BASE_LR", "BASE_BATCH", "SMALL_INPUT"]
 
 BASE_LR = 0.1  # small-data recipe: peak learning rate at BASE_BATCH images per step
 BASE_BATCH = 128
-SMALL_INPUT = 64  # inputs below this side keep the stem at stride 1
 DEFAULT_RECIPE = "small-data"
 
 
@@ -96,8 +95,8 @@ class TrainConfig:
             raise ConfigError(f"batch_size: got {self.batch_size}, which {self.workers} workers "
                               "cannot share evenly; give a multiple of the workers")
         batch = min(self.batch_size, n // self.workers * self.workers)
-        stem = self.stem_stride if self.stem_stride is not None else (
-            1 if resolution < SMALL_INPUT else 2)
+        stem = self.stem_stride if self.stem_stride is not None else \
+            stem_stride_for(resolution)
         lr = self.lr if self.lr is not None else self.ref_lr * batch / self.ref_batch
         return dataclasses.replace(self, resolution=resolution, stem_stride=stem,
                                    batch_size=batch, lr=lr)

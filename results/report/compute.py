@@ -12,14 +12,13 @@ import math
 import os
 import shlex
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any, NamedTuple
 
 import numpy as np
 import pandas as pd
 
 from evaluators.budget import format_flops
-from evaluators.proxy_presets import data_kind, describe
+from evaluators.proxy_presets import ProxyPreset, data_kind, describe
 from results.compare import Standing, hypervolume_gain, neighbours, reference_standing
 from results.confirm import confirmed as confirmed_trials
 from results.noise import run_noise
@@ -276,9 +275,9 @@ def _setting_text(label: str, value: Any, dataset: Any) -> str:
     if label == "proxy preset" and isinstance(value, dict) and \
             _int_or_none(value.get("epochs")) is not None:
         changed = [str(c) for c in value.get("overridden") or []]
-        shown = SimpleNamespace(epochs=_int_or_none(value["epochs"]),
-                                max_train=_int_or_none(value.get("max_train")),
-                                resolution=_int_or_none(value.get("resolution")))
+        shown = ProxyPreset(epochs=_int_or_none(value["epochs"]),
+                            max_train=_int_or_none(value.get("max_train")),
+                            resolution=_int_or_none(value.get("resolution")))
         return (f"{value.get('preset')}: {describe(shown, data_kind(str(dataset)))}"
                 + (f" ({', '.join('--' + c.replace('_', '-') for c in changed)} set by option)"
                    if changed else ""))
@@ -302,7 +301,8 @@ def _int_or_none(value: Any) -> int | None:
 def compute_summary(run: RunData) -> Summary:
     t = run.trials
     cand = t[t["kind"] == "candidate"]
-    settings = tuple((label, _setting_text(label, v, run.meta.get("dataset"))) for label, keys in _RUN_SETTINGS
+    dataset = run.meta.get("dataset")
+    settings = tuple((label, _setting_text(label, v, dataset)) for label, keys in _RUN_SETTINGS
                      if (v := _first(run.meta, keys)) is not None)
     timed = t[t["latency_ms"].notna() & (t["status"] != "failed")]
     sources = tuple(sorted({s for s in timed["latency_source"] if s}))

@@ -44,7 +44,8 @@ def test_a_preset_is_kept_on_resume_by_what_it_gives():
     quick.resumable_from(quick)
     with pytest.raises(SettingsError, match=r"started with --proxy quick \(20,000 training "
                                             r"images x 5 epochs at 16 px\), now --proxy "
-                                            r"thorough \(all training images x 5 epochs at 32 px\)"):
+                                            r"thorough \(all training images x 5 epochs at "
+                                            r"32 px\)"):
         dataclasses.replace(quick, proxy=None).resumable_from(quick)
     # the same settings spelled as a preset or as options are one setting ...
     standard = dataclasses.replace(quick, proxy="standard")
