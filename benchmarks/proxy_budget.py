@@ -238,7 +238,9 @@ def jobs(args, record: dict, nets: dict[str, dict], code: str) -> list[dict]:
     costliest's image-epochs or less) at seed 0, the target at seed 0, the other proxies but
     the costliest at seed 0, then at the further seeds, the costliest proxy's seeds, the
     target's second seed; last, the confirm set's presets and target. Among the further
-    seeds, the presets' on GhostNet 0.5x and 1.3x come first: the choice tests their gap."""
+    seeds, the presets' on GhostNet 0.5x and 1.3x come first: the choice tests their gap.
+    Within a phase the networks go by FLOPs, cheapest first: a session's end loses the
+    trainings in flight, and more short ones are filed before it."""
     side = halves(list(nets))
     wanted = []
     proxies = dict(PROXIES[args.dataset])
@@ -270,7 +272,9 @@ def jobs(args, record: dict, nets: dict[str, dict], code: str) -> list[dict]:
     if args.proxies:
         wanted = [w for w in wanted if w[2] in args.proxies]
     out = []
-    for phase, net, proxy, settings, seed, is_target in sorted(wanted, key=lambda w: w[0]):
+    flops = {n: record.get("networks", {}).get(n, {}).get("flops", 0) for n in nets}
+    for phase, net, proxy, settings, seed, is_target in sorted(
+            wanted, key=lambda w: (w[0], flops[w[1]])):
         fp = hashlib.sha256(json.dumps([settings, code.split("@")[0], args.dataset, nets[net]],
                                        sort_keys=True).encode()).hexdigest()[:12]
         key = f"{net}|{proxy}|{seed}|{fp}"
