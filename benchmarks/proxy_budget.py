@@ -27,10 +27,10 @@ on pairs of networks within 1.5x FLOPs of each other; the proxy's own seed-to-se
 target's (the ceiling); the GhostNet 1.3x - 0.5x gap with its seed standard deviation; the
 seed standard deviation of top-1 (the noise a search must treat as ties); seconds per network
 and for GhostNet 1.0x. Presets are chosen on the networks of the "choose" half and confirmed
-on the "confirm" half (figures for both); ``--confirm-set`` adds networks trained with the
-presets and the target only, so that the default's tau is measured on >= 12 networks it was not
-chosen on. ``report`` names the default the rule of issue 17 gives. Definitions as in
-SCIENCE.md.
+on the "confirm" half (figures for both); on folders a confirm set of more networks is trained
+with the target and the chosen default only, so that the default's tau is measured on >= 12
+networks it was not chosen on. ``report`` names the default the rule of issue 17 gives.
+Definitions as in SCIENCE.md.
 """
 
 from __future__ import annotations
@@ -105,25 +105,25 @@ SEEDS = (0, 1, 2)
 # seed of all proxies costs hours, the references and three sampled networks across the range.
 SEED_NETWORKS = {"digits": None, "folder": (*REFERENCES, "s1", "s4", "s7")}
 TARGET_SEEDS = (0, 1)  # the second one on the "choose" half only: the ceiling
-# --confirm-set: more sampled networks, trained with the presets and the target at seed 0 only,
-# so that the chosen preset's tau is measured on >= 12 networks it was not chosen on (the
-# "confirm" half and these).
 GAP_PAIR = ("ghostnet_050", "ghostnet_130")  # a preset must separate these beyond the noise
-N_CONFIRM_SET = 12
+# The confirm set: more sampled networks (another seed), trained with the target and the chosen
+# default preset at seed 0 only, so that the default's tau is measured on >= 12 networks it was
+# not chosen on (the "confirm" half and these). None on digits, which cannot rank networks.
+N_CONFIRM_SET = {"digits": 0, "folder": 12}
 CONFIRM_SEED = 2027
 DATA_SEED = 0  # one data subset per proxy for every seed: seeds vary weights and batch order
 
 
-def networks(*, confirm_set: bool = False) -> dict[str, dict]:
-    """Name -> architecture dict: the references and the sampled networks ``s<i>`` (fixed
-    seed); with ``confirm_set``, also the confirm set's ``c<i>`` (another seed)."""
+def networks(*, confirm: int) -> dict[str, dict]:
+    """Name -> architecture dict: the references, the sampled networks ``s<i>`` (fixed seed)
+    and up to ``confirm`` networks of the confirm set, ``c<i>`` (another seed)."""
     from search.startup import StartupPlan
     from space import create_architecture
     from space.search_space import default_space
 
     nets = {n: create_architecture(n).to_dict() for n in REFERENCES}
     for prefix, n, seed in (("s", N_SAMPLED, NETWORK_SEED),
-                            ("c", N_CONFIRM_SET if confirm_set else 0, CONFIRM_SEED)):
+                            ("c", confirm, CONFIRM_SEED)):
         plan = StartupPlan(default_space(), low=10e6, high=300e6, n=n, seed=seed)
         plan.strata.sort()
         for i in range(n):
@@ -232,17 +232,28 @@ def _write(out: Path, record: dict) -> None:
     atomic_write_text(out, json.dumps(record, indent=1) + "\n")
 
 
+# The order of the study's trainings (lower first): the figures a preset choice needs, then the
+# networks that confirm it, then the rest.
+PHASES = {
+    "cheap": 0,  # proxies with a quarter of the costliest's image-epochs or less, seed 0
+    "target": 1,  # the target at seed 0
+    "mid": 2,  # the other proxies but the costliest, seed 0
+    "gap": 2.5,  # the presets' further seeds on GhostNet 0.5x and 1.3x: the choice tests the gap
+    "seeds": 3,  # the other further seeds (reliability)
+    "confirm-set": 3.5,  # the target and the chosen preset on the confirm set, seed 0
+    "costliest": 4,  # the costliest proxy at seed 0,
+    "costliest-seeds": 5,  # ... and at the further seeds
+    "target-seed": 6,  # the target's second seed (the ceiling)
+}
+
+
 def jobs(args, record: dict, nets: dict[str, dict], code: str) -> list[dict]:
-    """Every (network, proxy, seed) the study wants and the record lacks, in the order that
-    gives the figures a preset choice needs soonest: the cheap proxies (a quarter of the
-    costliest's image-epochs or less) at seed 0, the target at seed 0, the other proxies but
-    the costliest at seed 0, then at the further seeds, the costliest proxy's seeds, the
-    target's second seed; last, the confirm set's presets and target. Among the further
-    seeds, the presets' on GhostNet 0.5x and 1.3x come first: the choice tests their gap.
-    Within a phase the networks go by FLOPs, cheapest first: a session's end loses the
+    """Every (network, proxy, seed) the study wants and the record lacks, in the order of
+    :data:`PHASES`. The confirm set is trained with the target and with the one preset the
+    record chooses as the default (none before a choice): only the default's tau is confirmed
+    there. Within a phase the networks go by FLOPs, cheapest first: a session's end loses the
     trainings in flight, and more short ones are filed before it."""
     side = halves(list(nets))
-    wanted = []
     proxies = dict(PROXIES[args.dataset])
     if args.smoke:
         proxies = dict(itertools.islice(proxies.items(), 1))
@@ -251,30 +262,39 @@ def jobs(args, record: dict, nets: dict[str, dict], code: str) -> list[dict]:
     seeds = SEEDS[:1] if args.smoke else SEEDS
     seeded = SEED_NETWORKS[args.dataset]
     costliest = max(_cost(s) for s in proxies.values())
+    chosen = analyse(record)["default_choice"]["chosen"] if record["results"] else None
+    wanted = []  # (phase, network, proxy, settings, seed, is_target)
     for seed in seeds:
         for name, settings in proxies.items():
-            if _cost(settings) == costliest:
-                kind = 4 if seed == 0 else 5
-            else:
-                kind = (0 if _cost(settings) <= costliest / 4 else 2) if seed == 0 else 3
-            # the preset choice's separation test needs these two networks' seeds first
-            wanted += [(2.5 if kind == 3 and n in GAP_PAIR and _preset_of(args.dataset, settings)
-                        else kind, n, name, settings, seed, False) for n in nets
-                       if side[n] != "confirm-set" and (seed == 0 or seeded is None
-                                                        or n in seeded)]
-            if seed == 0 and _preset_of(args.dataset, settings):
-                wanted += [(7, n, name, settings, 0, False) for n in nets
-                           if side[n] == "confirm-set"]
+            preset = _preset_of(args.dataset, settings)
+            for n in nets:
+                if side[n] == "confirm-set":
+                    if seed == 0 and preset is not None and preset == chosen:
+                        wanted.append(("confirm-set", n, name, settings, 0, False))
+                    continue
+                if seed != 0 and seeded is not None and n not in seeded:
+                    continue
+                if _cost(settings) == costliest:
+                    phase = "costliest" if seed == 0 else "costliest-seeds"
+                elif seed == 0:
+                    phase = "cheap" if _cost(settings) <= costliest / 4 else "mid"
+                else:
+                    phase = "gap" if n in GAP_PAIR and preset else "seeds"
+                wanted.append((phase, n, name, settings, seed, False))
     for seed in (TARGET_SEEDS[:1] if args.smoke else TARGET_SEEDS):
-        wanted += [(1 if seed == 0 else 6, n, "target", target, seed, True) for n in nets
-                   if (seed == 0 or side[n] == "choose") and side[n] != "confirm-set"]
-    wanted += [(7, n, "target", target, 0, True) for n in nets if side[n] == "confirm-set"]
+        for n in nets:
+            if side[n] == "confirm-set":
+                if seed == 0:
+                    wanted.append(("confirm-set", n, "target", target, 0, True))
+            elif seed == 0 or side[n] == "choose":
+                wanted.append(("target" if seed == 0 else "target-seed", n, "target", target,
+                               seed, True))
     if args.proxies:
         wanted = [w for w in wanted if w[2] in args.proxies]
     out = []
     flops = {n: record.get("networks", {}).get(n, {}).get("flops", 0) for n in nets}
     for phase, net, proxy, settings, seed, is_target in sorted(
-            wanted, key=lambda w: (w[0], flops[w[1]])):
+            wanted, key=lambda w: (PHASES[w[0]], flops[w[1]])):
         fp = hashlib.sha256(json.dumps([settings, code.split("@")[0], args.dataset, nets[net]],
                                        sort_keys=True).encode()).hexdigest()[:12]
         key = f"{net}|{proxy}|{seed}|{fp}"
@@ -312,7 +332,7 @@ def run(args) -> None:
     record.setdefault("results", {})
     if record.get("dataset", args.dataset) != args.dataset:
         sys.exit(f"{out} holds a study on {record['dataset']}; pass another --out")
-    nets = networks(confirm_set=args.confirm_set)
+    nets = networks(confirm=0 if args.smoke else N_CONFIRM_SET[args.dataset])
     from evaluators.flops import count
     from space import architecture_from_dict
 
@@ -333,8 +353,10 @@ def run(args) -> None:
           f"{args.workers} at a time, one thread each"
           + (f"; about {eta:.1f} h at the speed recorded so far" if eta else ""), flush=True)
     if eta:
-        parts = {"until the default preset can be chosen": [j for j in todo if j["phase"] <= 2.5],
-                 "for the confirm set": [j for j in todo if j["phase"] == 7]}
+        choice = [j for j in todo if PHASES[j["phase"]] <= PHASES["gap"]]
+        parts = {"until the default preset can be chosen": choice,
+                 "for the confirm set (the default preset's trainings there join once it "
+                 "is chosen)": [j for j in todo if j["phase"] == "confirm-set"]}
         print("; ".join(f"{_hours_left(js, record, args.workers):.1f} h {what}"
                         for what, js in parts.items() if js), flush=True)
 
@@ -346,11 +368,12 @@ def run(args) -> None:
     # machine() has initialised CUDA in this process, and a forked child cannot use it again
     context = None if args.device == "cpu" else multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(max_workers=args.workers, mp_context=context) as pool:
-        for start in range(0, len(todo), CHUNK):
+        while todo:
             with benchmark_lock():
-                _train_chunk(pool, todo[start:start + CHUNK], record, save, args.workers,
-                             left=len(todo) - start)
+                _train_chunk(pool, todo[:CHUNK], record, save, args.workers, left=len(todo))
             time.sleep(2)  # a benchmark waiting for the lock gets it now
+            # planned again from the record: a default chosen meanwhile adds its confirm set
+            todo = jobs(args, record, nets, code)
     report(args, save=True)
 
 
@@ -631,10 +654,6 @@ def main() -> None:
     ap.add_argument("--proxies", type=lambda v: set(v.split(",")), default=None,
                     help="train only these proxies (comma-separated names, 'target' too)")
     ap.add_argument("--from", dest="source", help="merge: the record copy to add from")
-    ap.add_argument("--confirm-set", action="store_true",
-                    help=f"also train up to {N_CONFIRM_SET} more sampled networks with the "
-                         "presets and the target (seed 0), after the rest: the chosen preset's "
-                         "tau is then measured on >= 12 networks it was not chosen on")
     ap.add_argument("--markdown", action="store_true",
                     help="report: the figures as a Markdown table")
     ap.add_argument("--out", required=True)
