@@ -178,7 +178,6 @@ def train_one(job: dict) -> dict:
 
     import torch
 
-    from evaluators.cache import data_identity
     from evaluators.proxy import proxy_config, train_proxy
     from space import architecture_from_dict
 
@@ -202,7 +201,7 @@ def train_one(job: dict) -> dict:
             "top1": result.top1, "curve": [e.top1 for e in result.curve],
             "train_seconds": result.train_seconds, "seconds": result.wall_seconds,
             "n_train": int(data.train_x.shape[0]), "n_eval": int(data.val_x.shape[0]),
-            "data_id": data_identity(data)[:16], "recipe": config.to_dict()}
+            "data_id": data.identity()[:16], "recipe": config.to_dict()}
 
 
 # ---------------------------------------------------------------------------------------------

@@ -4,8 +4,9 @@ A proxy result is a function of the network, the proxy's settings (epochs, resol
 learning rate, seed, device, threads, ...) and the exact images it trained and was scored on.
 The cache keys on all three: the canonical architecture (two tables that build the same
 network share a key), the proxy settings as saved in run.json with the recipe's version, and
-:func:`data_identity`, a hash of the image and label tensors. Changing any of them misses. Reference models, repeated
-seeds and paired benchmark runs then train each network once.
+:meth:`evaluators.data.ImageData.identity`, a hash of the image and label tensors. Changing any
+of them misses. Reference models, repeated seeds and paired benchmark runs then train each
+network once.
 
 An entry is one JSON file ``<key>.json`` holding every epoch's report, written atomically when a
 training finishes all its epochs (a trial stopped early or failed is not cached). Entries are
@@ -23,13 +24,11 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from evaluators.proxy import RECIPE_VERSION
 from space import ArchitectureError, ArchLike, read_json_file
 from space.io import atomic_write_text
 
-__all__ = ["CACHE_VERSION", "EPOCH_FIELDS", "EvaluationCache", "cache_key", "data_identity"]
+__all__ = ["CACHE_VERSION", "EPOCH_FIELDS", "EvaluationCache", "cache_key"]
 
 CACHE_VERSION = 1
 # what each epoch's report keeps: the proxy's own per-epoch figures, all finite and >= 0, and
@@ -37,20 +36,6 @@ CACHE_VERSION = 1
 EPOCH_FIELDS = ("epoch", "top1", "loss", "train_seconds", "proxy_seconds", "images_per_second")
 OPTIONAL_FIELDS = ("hits",)
 _MAX_ENTRY_BYTES = 1 << 20
-
-
-def data_identity(data: Any) -> str:
-    """A hash of what a proxy sees of a data set: the training and held-out images and labels
-    (as tensors, in order) and the number of classes. Two loads of the same subset agree; a
-    different subset, split, seed or image changes it."""
-    h = hashlib.sha256()
-    h.update(f"classes={int(data.num_classes)}".encode())
-    for name in ("train_x", "train_y", "val_x", "val_y"):
-        t: torch.Tensor = getattr(data, name)
-        t = t.detach().to("cpu").contiguous()
-        h.update(f"{name}:{t.dtype}:{tuple(t.shape)}".encode())
-        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
-    return h.hexdigest()
 
 
 def cache_key(arch: ArchLike, proxy: Mapping[str, Any], data_id: str) -> str:

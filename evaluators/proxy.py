@@ -215,7 +215,7 @@ def train_proxy(arch: Any, data: ImageData, config: ProxyConfig, *,
     progress = _Progress()
     start = time.perf_counter()
     epochs_file = None if resume is None else _EpochsFile(
-        Path(resume), _fingerprint(arch, data, eval_y, config, split),
+        Path(resume), _fingerprint(arch, data, config, split),
         lambda: progress.earlier_wall + time.perf_counter() - start)
     oom = ""
     try:
@@ -251,18 +251,13 @@ def train_proxy(arch: Any, data: ImageData, config: ProxyConfig, *,
 _RESUMABLE_CHANGES = ("threads", "eval_batch_size")
 
 
-def _fingerprint(arch: Any, data: ImageData, eval_y: torch.Tensor, config: ProxyConfig,
-                 split: str) -> str:
+def _fingerprint(arch: Any, data: ImageData, config: ProxyConfig, split: str) -> str:
     """What a continued training must share with the interrupted one: recipe, settings,
-    network, split, and the data's shapes, labels and first images."""
+    network, and the images it trains and is scored on."""
     settings = {k: v for k, v in config.to_dict().items() if k not in _RESUMABLE_CHANGES}
-    h = hashlib.sha256(json.dumps([RECIPE_VERSION, settings, arch.to_dict(), split,
-                                   data.num_classes], sort_keys=True).encode())
-    for t in (data.train_y, eval_y, data.train_x[:64]):
-        t = t.detach().to("cpu").contiguous()
-        h.update(f"{t.dtype}{tuple(t.shape)}".encode() + t.numpy().tobytes())
-    h.update(f"{tuple(data.train_x.shape)}".encode())
-    return h.hexdigest()
+    return hashlib.sha256(json.dumps([RECIPE_VERSION, settings, arch.to_dict(), split,
+                                      data.identity(splits=("train", split))],
+                                     sort_keys=True).encode()).hexdigest()
 
 
 @dataclass

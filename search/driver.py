@@ -31,7 +31,7 @@ from typing import Any
 
 from evaluators import data as datasets
 from evaluators.budget import check_budget_reachable, format_flops
-from evaluators.cache import cache_key, data_identity
+from evaluators.cache import cache_key
 from evaluators.flops import FlopsRange, count, flops_range
 from evaluators.proxy import ProxyConfig, proxy_config
 from evaluators.proxy_presets import ResolvedProxy
@@ -438,7 +438,7 @@ def run_search(settings: RunSettings, out_dir: str | os.PathLike, *,
         driver = SearchDriver(settings, folder, meta=meta, source=source, rows=rows,
                               proxy=proxy.to_dict(), predict_latency=predict_latency,
                               latency_source=latency_source, log=log, warm=warm,
-                              data_id=data_identity(data) if settings.eval_cache else None)
+                              data_id=data.identity() if settings.eval_cache else None)
         abandoned = driver.abandon_interrupted()
         _log_start(driver, resumed=resumed, proxy=proxy, data=data, abandoned=abandoned)
         interrupted = False

@@ -4,6 +4,7 @@ validation and an optional official test split) and :class:`DataError`."""
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 from dataclasses import dataclass, field
 
 import torch
@@ -50,6 +51,24 @@ class ImageData:
     @property
     def image_size(self) -> tuple[int, int]:
         return int(self.train_x.shape[2]), int(self.train_x.shape[3])
+
+    def identity(self, *, splits: tuple[str, ...] = ("train", "val")) -> str:
+        """A hash of the number of classes and the images and labels of ``splits`` (as
+        tensors, in order); by default what a search trains and selects on, never the test
+        split. Two loads of the same subset agree; a different subset, split, seed or image
+        changes it."""
+        unknown = [s for s in splits if s not in ("train", "val", "test")]
+        if unknown:
+            raise ValueError(f"splits: got {unknown[0]!r}, expected 'train', 'val' or 'test'")
+        if "test" in splits and self.test_x is None:
+            raise ValueError(f"splits: {self.name} has no official test split")
+        h = hashlib.sha256()
+        h.update(f"classes={int(self.num_classes)}".encode())
+        for name in (f"{s}_{xy}" for s in splits for xy in "xy"):
+            t = getattr(self, name).detach().to("cpu").contiguous()
+            h.update(f"{name}:{t.dtype}:{tuple(t.shape)}".encode())
+            h.update(t.view(torch.uint8).numpy().tobytes())
+        return h.hexdigest()
 
     def held_out(self) -> tuple[str, torch.Tensor, torch.Tensor]:
         """("test", images, labels) of the official test split if there is one, else ("val",

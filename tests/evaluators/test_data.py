@@ -3,6 +3,7 @@ formats, the held-out split, the folder cache, one-line errors and the restricte
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import pickle
 import struct
@@ -435,6 +436,40 @@ def test_image_data_checks_its_tensors():
         ImageData("t", x, y, x, y[:2], None, None, 2, ("a", "b"))
     with pytest.raises(ValueError, match="classes"):
         ImageData("t", x, y, x, y, None, None, 3, ("a", "b"))
+
+
+def _random_data(seed: int = 0, n: int = 40, *, test: bool = True) -> ImageData:
+    g = torch.Generator().manual_seed(seed)
+
+    def split(m: int) -> tuple[torch.Tensor, torch.Tensor]:
+        return (torch.randint(0, 256, (m, 3, 8, 8), dtype=torch.uint8, generator=g),
+                torch.randint(0, 10, (m,), generator=g))
+
+    (tx, ty), (vx, vy), (sx, sy) = split(n), split(n // 4), split(n // 4)
+    return ImageData("t", tx, ty, vx, vy, sx if test else None, sy if test else None, 10,
+                     tuple("abcdefghij"))
+
+
+def test_identity_is_stable_and_changes_with_any_image_or_label_of_its_splits():
+    a = _random_data()
+    assert a.identity() == _random_data().identity()
+    val_y = a.val_y.clone()
+    val_y[0] = (val_y[0] + 1) % 10
+    assert dataclasses.replace(a, val_y=val_y).identity() != a.identity()
+    train_x = a.train_x.clone()
+    train_x[-1, 2, 7, 7] ^= 1  # one bit of the last image
+    assert dataclasses.replace(a, train_x=train_x).identity() != a.identity()
+    assert dataclasses.replace(a, train_x=a.train_x[:-1], train_y=a.train_y[:-1]).identity() \
+        != a.identity()  # a smaller subset
+    # the test split counts only where asked for: a search never sees it
+    other_test = _random_data(seed=1)
+    moved = dataclasses.replace(a, test_x=other_test.test_x, test_y=other_test.test_y)
+    assert moved.identity() == a.identity()
+    assert moved.identity(splits=("train", "test")) != a.identity(splits=("train", "test"))
+    with pytest.raises(ValueError, match="no official test split"):
+        _random_data(test=False).identity(splits=("train", "test"))
+    with pytest.raises(ValueError, match="splits"):
+        a.identity(splits=("train", "holdout"))
 
 
 def test_unwritable_cache_only_warns(tmp_path):
