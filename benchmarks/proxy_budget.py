@@ -54,7 +54,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks._machine import benchmark_lock, machine  # noqa: E402
+from benchmarks._machine import benchmark_lock, lock_wanted, machine  # noqa: E402
 
 REFERENCES = ("ghostnet_050", "ghostnet_100", "ghostnet_130", "mobilenetv3_large_100",
               "mobilenetv3_small_100")
@@ -99,7 +99,7 @@ PROXIES = _proxies()
 # The target: a long training on all training images, scored on the official test split (on
 # folders twice the image-epochs of the costliest proxy, twenty times the cheapest 32 px one's).
 TARGETS = {"digits": {"epochs": 20}, "folder": {"max_train": None, "epochs": 10}}
-CHUNK = 8  # trainings per hold of the benchmark lock: other benchmarks get turns in between
+CHUNK = 8  # trainings a hold of the benchmark lock starts before it yields to a waiting benchmark
 SEEDS = (0, 1, 2)
 # Networks trained with every seed (reliability needs >= 8): all on digits; on folders, where a
 # seed of all proxies costs hours, the references and three sampled networks across the range.
@@ -369,21 +369,32 @@ def run(args) -> None:
     with ProcessPoolExecutor(max_workers=args.workers, mp_context=context) as pool:
         while todo:
             with benchmark_lock():
-                _train_chunk(pool, todo[:CHUNK], record, save, args.workers, left=len(todo))
+                _train_hold(pool, lambda: jobs(args, record, nets, code), record, save,
+                            args.workers)
             time.sleep(2)  # a benchmark waiting for the lock gets it now
-            # planned again from the record: a default chosen meanwhile adds its confirm set
             todo = jobs(args, record, nets, code)
     report(args, save=True)
 
 
-def _train_chunk(pool, chunk: list[dict], record: dict, save, workers: int, *, left: int) -> None:
-    """Train ``chunk`` two (``workers``) at a time, filing each result as it ends."""
-    pending = {}
-    queue = list(chunk)
-    while queue or pending:
-        while queue and len(pending) < workers:
-            job = queue.pop(0)
+def _train_hold(pool, plan, record: dict, save, workers: int) -> None:
+    """One hold of the benchmark lock: train what ``plan()`` lists, ``workers`` at a time,
+    filing each result as it ends. The plan is made again after each result (a default chosen
+    meanwhile adds its confirm set). Once :data:`CHUNK` trainings have started, another starts
+    only while no other benchmark waits for the lock (a drain idles a worker until the longest
+    training in flight ends); then the trainings in flight end, and so does the hold."""
+    pending: dict = {}
+    started = 0
+    todo = plan()
+    while True:
+        while len(pending) < workers and (started < CHUNK or not lock_wanted()):
+            busy = {j["key"] for j in pending.values()}
+            job = next((j for j in todo if j["key"] not in busy), None)
+            if job is None:
+                break
             pending[pool.submit(train_one, job)] = job
+            started += 1
+        if not pending:
+            return
         done, _ = wait(pending, return_when=FIRST_COMPLETED)
         for fut in done:
             job = pending.pop(fut)
@@ -391,10 +402,11 @@ def _train_chunk(pool, chunk: list[dict], record: dict, save, workers: int, *, l
             record["results"][job["key"]] = res
             save()
             Path(job["resume"]).unlink(missing_ok=True)
-            left -= 1
             print(f"{res['network']:<24} {res['proxy']:<12} seed {res['seed']}: top1 "
-                  f"{res['top1']:.2f}% in {res['seconds']:.0f} s ({res['status']}); "
-                  f"{left} to go", flush=True)
+                  f"{res['top1']:.2f}% in {res['seconds']:.0f} s ({res['status']})",
+                  flush=True)
+        todo = plan()
+        print(f"{len(todo)} to go", flush=True)
 
 
 # ---------------------------------------------------------------------------------------------
