@@ -261,7 +261,8 @@ def jobs(args, record: dict, nets: dict[str, dict], code: str) -> list[dict]:
     seeds = SEEDS[:1] if args.smoke else SEEDS
     seeded = SEED_NETWORKS[args.dataset]
     costliest = max(_cost(s) for s in proxies.values())
-    chosen = analyse(record)["default_choice"]["chosen"] if record["results"] else None
+    chosen = analyse(record, intervals=False)["default_choice"]["chosen"] \
+        if record["results"] else None
     wanted = []  # (phase, network, proxy, settings, seed, is_target)
     for seed in seeds:
         for name, settings in proxies.items():
@@ -458,7 +459,9 @@ def _preset_of(dataset: str, settings: dict) -> str | None:
     return None
 
 
-def analyse(record: dict) -> dict:
+def analyse(record: dict, *, intervals: bool = True) -> dict:
+    """The figures of every proxy (see the module's docstring) and the default preset's
+    choice; ``intervals=False`` leaves out the bootstrap intervals, which take seconds."""
     from scipy.stats import spearmanr
 
     res = [r for r in record["results"].values() if r["status"] == "finished"]
@@ -486,7 +489,7 @@ def analyse(record: dict) -> dict:
             p, t, f = [mean[n] for n in names], [target[n] for n in names], \
                 [flops[n] for n in names]
             tau = _tau(p, t)
-            row[half] = {"n": len(names), "tau": tau, "tau_ci95": _boot_tau(p, t),
+            row[half] = {"n": len(names), "tau": tau, "tau_ci95": _boot_tau(p, t) if intervals else (math.nan, math.nan),
                          "tau_flops": _tau(f, t), "tau_minus_flops": tau - _tau(f, t),
                          "spearman": float(spearmanr(p, t).statistic),
                          "pairwise_within_1.5x": _pairwise(names, mean, target, flops)}
