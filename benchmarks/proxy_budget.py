@@ -246,6 +246,16 @@ PHASES = {
 }
 
 
+def study_settings(args) -> tuple[dict[str, dict], dict]:
+    """The proxies and the target this run trains: the study's, or in a smoke run one proxy
+    of 1 epoch and a target of 2 (so the record and its labels say what was trained)."""
+    proxies, target = dict(PROXIES[args.dataset]), dict(TARGETS[args.dataset])
+    if args.smoke:
+        proxies = {k: {**v, "epochs": 1} for k, v in itertools.islice(proxies.items(), 1)}
+        target["epochs"] = 2
+    return proxies, target
+
+
 def jobs(args, record: dict, nets: dict[str, dict], code: str) -> list[dict]:
     """Every (network, proxy, seed) the study wants and the record lacks, in the order of
     :data:`PHASES`. The confirm set is trained with the target and with the one preset the
@@ -253,11 +263,7 @@ def jobs(args, record: dict, nets: dict[str, dict], code: str) -> list[dict]:
     there. Within a phase the networks go by FLOPs, cheapest first: a session's end loses the
     trainings in flight, and more short ones are filed before it."""
     side = halves(list(nets))
-    proxies = dict(PROXIES[args.dataset])
-    if args.smoke:
-        proxies = dict(itertools.islice(proxies.items(), 1))
-        proxies = {k: {**v, "epochs": 1} for k, v in proxies.items()}
-    target = {**TARGETS[args.dataset], **({"epochs": 2} if args.smoke else {})}
+    proxies, target = study_settings(args)
     seeds = SEEDS[:1] if args.smoke else SEEDS
     seeded = SEED_NETWORKS[args.dataset]
     costliest = max(_cost(s) for s in proxies.values())
@@ -332,12 +338,16 @@ def run(args) -> None:
     record.setdefault("results", {})
     if record.get("dataset", args.dataset) != args.dataset:
         sys.exit(f"{out} holds a study on {record['dataset']}; pass another --out")
+    if record["results"] and record.get("smoke", False) != args.smoke:
+        sys.exit(f"{out} holds a {'smoke' if record.get('smoke') else 'full'} study; "
+                 "a smoke run and the study keep separate records: pass another --out")
     nets = networks(confirm=0 if args.smoke else N_CONFIRM_SET[args.dataset])
     from evaluators.flops import count
     from space import architecture_from_dict
 
-    record.update(dataset=args.dataset, proxies=PROXIES[args.dataset],
-                  target=TARGETS[args.dataset], data_seed=DATA_SEED,
+    proxies, target = study_settings(args)
+    record.update(dataset=args.dataset, smoke=args.smoke, proxies=proxies, target=target,
+                  data_seed=DATA_SEED,
                   networks={**record.get("networks", {}),  # a confirm set trained earlier
                             **{n: {"flops": count(architecture_from_dict(a)).flops,
                                    "half": halves(list(nets))[n], "arch": a}
