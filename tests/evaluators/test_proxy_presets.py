@@ -18,7 +18,7 @@ from evaluators.training import ConfigError
 def test_each_preset_resolves_to_its_settings():
     quick = resolve_proxy("folder", "quick")
     assert (quick.epochs, quick.max_train, quick.max_val, quick.resolution) == \
-        (5, 20_000, 5_000, 16)
+        (2, None, 5_000, 16)
     standard = resolve_proxy("cifar10", "standard")
     assert (standard.max_train, standard.resolution) == (20_000, None)
     assert resolve_proxy("digits", "thorough").epochs == 6
@@ -44,7 +44,7 @@ def test_an_explicit_option_overrides_its_one_setting_of_the_preset():
 
 def test_an_explicit_resolution_overrides_the_presets_side_and_not_on_digits():
     p = resolve_proxy("folder", "quick", resolution=32)
-    assert (p.resolution, p.max_train, p.overridden) == (32, 20_000, ("resolution",))
+    assert (p.resolution, p.epochs, p.overridden) == (32, 2, ("resolution",))
     assert resolve_proxy("folder", resolution=64).resolution == 64
     with pytest.raises(ConfigError, match="--resolution: the digits are 8x8 images"):
         resolve_proxy("digits", resolution=32)

@@ -247,5 +247,5 @@ def test_the_summary_names_the_proxy_preset_and_what_an_option_changed(tmp_path)
     preset = resolve_proxy("folder", "quick", epochs=3).to_dict()
     make_run(tmp_path, n=4, meta={"proxy_preset": preset})
     settings = dict(compute_summary(load_run(tmp_path)).settings)
-    assert settings["proxy preset"] == ("quick: 20,000 training images x 3 epochs at 16 px "
+    assert settings["proxy preset"] == ("quick: all training images x 3 epochs at 16 px "
                                         "(--epochs set by option)")

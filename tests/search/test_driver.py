@@ -50,7 +50,7 @@ def test_a_proxy_preset_sets_what_every_trial_trains_with(tmp_path, monkeypatch)
     settings = RunSettings(budget_flops=300_000_000, dataset="folder", data_dir=str(folder),
                            proxy="quick", max_val=6)
     proxy, data = _load_data(settings, log=lambda line: None)
-    assert (proxy.resolution, proxy.epochs) == (16, 5)  # the preset's
+    assert (proxy.resolution, proxy.epochs) == (16, 2)  # the preset's
     assert data.val_x.shape[0] == 6  # the explicit option's
     assert "--max-val changed --proxy quick" in _proxy_noise(settings.proxy_settings())["source"]
 

@@ -42,8 +42,8 @@ def test_epochs_given_or_left_to_the_data_sets_default_are_one_setting():
 def test_a_preset_is_kept_on_resume_by_what_it_gives():
     quick = RunSettings(budget_flops=300_000_000, dataset="folder", data_dir="/d", proxy="quick")
     quick.resumable_from(quick)
-    with pytest.raises(SettingsError, match=r"started with --proxy quick \(20,000 training "
-                                            r"images x 5 epochs at 16 px\), now --proxy "
+    with pytest.raises(SettingsError, match=r"started with --proxy quick \(all training "
+                                            r"images x 2 epochs at 16 px\), now --proxy "
                                             r"thorough \(all training images x 5 epochs at "
                                             r"32 px\)"):
         dataclasses.replace(quick, proxy=None).resumable_from(quick)
