@@ -63,9 +63,9 @@ NETWORK_SEED = 2026
 # Proxies: data subset (training images, held-out images scored), epochs, resolution, trading
 # cost for signal. The --proxy presets (evaluators/proxy_presets.py) are read from there, so the
 # study measures what a run uses. On folders two more: the small subset a quick CIFAR try uses
-# (5k x 5), and standard at 16 px, which the quick preset (all x 2 at 16 px, EcoNAS's more
-# images for fewer epochs) is weighed against at about its cost, and standard against for its
-# resolution alone.
+# (5k x 5), and standard's subset at 16 px (20k x 5): about the cost of the quick preset (all x 2
+# at 16 px, EcoNAS's more images for fewer epochs), so the two compare images against epochs,
+# and standard against it compares resolution alone.
 _EXTRA = {"small": {"max_train": 5000, "max_val": 2000, "epochs": 5},
           "standard_r16": {"max_train": 20_000, "max_val": 5000, "epochs": 5, "resolution": 16}}
 _GRID = {"digits": ("standard", "thorough"),
