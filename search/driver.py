@@ -494,7 +494,7 @@ def _open_folder(settings: RunSettings, out_dir: str | os.PathLike) -> tuple[Run
     if resumed:
         old_meta = folder.read_meta()
         old = RunSettings.from_dict(old_meta.get("settings"), where=str(folder.meta_path))
-        settings.resumable_from(old)
+        settings.resumable_from(old, ran=old_meta.get("proxy_preset"))
         run_reference_ms(folder, old_meta)
         for row in folder.read_trials():  # a damaged table is refused before anything is written
             folder.row_architecture(row)

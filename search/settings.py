@@ -9,7 +9,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from evaluators.proxy_presets import ResolvedProxy, data_kind, describe, resolve_proxy
+from evaluators.proxy_presets import (
+    PROXY_PRESETS,
+    ResolvedProxy,
+    data_kind,
+    describe,
+    resolve_proxy,
+)
 from evaluators.training import ConfigError
 from space import UserError
 from space.checks import check_float, check_int
@@ -149,21 +155,31 @@ class RunSettings:
                              max_train=self.max_train, max_val=self.max_val,
                              resolution=self.resolution)
 
-    def resumable_from(self, old: RunSettings) -> None:
-        """Raise a one-line error if ``old`` (from run.json) cannot be continued as ``self``."""
+    def resumable_from(self, old: RunSettings, ran: dict | None = None) -> None:
+        """Raise a one-line error if ``old`` (from run.json) cannot be continued as ``self``.
+        ``ran``: the proxy settings the run trained with (run.json's ``proxy_preset``); what
+        ``old`` resolves to today is used where a run.json lacks them, but a changed default
+        or a redefined preset resolves differently now, so the recorded ones win."""
         # What a preset gives, given or not, is one setting (on another data set the data set
         # itself is named below).
         same_data = self.dataset == old.dataset
-        mine_p, theirs_p = (self.proxy_settings(), old.proxy_settings()) if same_data else \
-            (None, None)
-        if same_data and mine_p.preset != theirs_p.preset and \
-                _proxy_key(mine_p) != _proxy_key(theirs_p):
+        mine_p, theirs_p = (self.proxy_settings(), _recorded(ran) or old.proxy_settings()) \
+            if same_data else (None, None)
+        if same_data and _proxy_key(mine_p) != _proxy_key(theirs_p):
             kind = data_kind(self.dataset)
-            raise SettingsError(
-                f"this run folder was started with --proxy {theirs_p.preset} "
-                f"({describe(theirs_p, kind)}), now --proxy {mine_p.preset} "
-                f"({describe(mine_p, kind)}); "
-                "continue it with the same preset, or pass a new --out")
+            now = f"now --proxy {mine_p.preset}" + ("" if self.proxy else " (the default)")
+            if mine_p.preset != theirs_p.preset and not mine_p.overridden:
+                raise SettingsError(
+                    f"this run folder was started with --proxy {theirs_p.preset} "
+                    f"({describe(theirs_p, kind)}), {now} ({describe(mine_p, kind)}); "
+                    f"continue it with {_proxy_options(theirs_p, kind)}, or pass a new --out")
+            unasked = [k for k in _FROM_PRESET if getattr(self, k) is None
+                       and getattr(mine_p, k) != getattr(theirs_p, k)]
+            if mine_p.preset == theirs_p.preset and unasked:  # the preset itself changed
+                raise SettingsError(
+                    f"this run folder was started with --proxy {theirs_p.preset} when it gave "
+                    f"{describe(theirs_p, kind)}; it now gives {describe(mine_p, kind)}: "
+                    f"continue it with {_proxy_options(theirs_p, kind)}, or pass a new --out")
         for name in RESUME_MUST_MATCH:
             mine, theirs = getattr(self, name), getattr(old, name)
             if name in _FROM_PRESET and same_data:
@@ -225,6 +241,35 @@ def _show(value: Any, name: str = "") -> str:
 
 def _proxy_key(p: ResolvedProxy) -> tuple:
     return p.epochs, p.max_train, p.max_val, p.resolution
+
+
+def _recorded(ran: dict | None) -> ResolvedProxy | None:
+    """run.json's ``proxy_preset`` as resolved settings; None if absent or not readable."""
+    if not isinstance(ran, dict):
+        return None
+    try:
+        return ResolvedProxy(**{**ran, "overridden": tuple(ran.get("overridden", ()))})
+    except TypeError:
+        return None
+
+
+def _proxy_options(p: ResolvedProxy, kind: str) -> str:
+    """The shortest options that give ``p``'s settings today: a preset (``p``'s own first)
+    and each setting of ``p`` it does not give. "All images" has no option value, so a preset
+    must give that one itself."""
+    dataset = "digits" if kind == "digits" else "folder"
+    names = sorted(PROXY_PRESETS[kind], key=lambda n: n != p.preset)
+    best = None
+    for name in names:
+        today = resolve_proxy(dataset, name)
+        differ = [k for k in _FROM_PRESET if getattr(p, k) != getattr(today, k)]
+        if any(getattr(p, k) is None for k in differ):
+            continue
+        options = " ".join([f"--proxy {name}", *(f"{_option(k)} {getattr(p, k)}"
+                                                 for k in differ)])
+        if best is None or len(differ) < best[0]:
+            best = (len(differ), options)
+    return best[1] if best else f"the settings it started with ({describe(p, kind)})"
 
 
 def file_sha256(path: str | None) -> str | None:

@@ -68,3 +68,23 @@ def test_a_proxy_resolution_from_64_px_keeps_the_stem_and_decodes_a_folder_at_it
     assert (proxy.resolution, proxy.stem_stride, data.train_x.shape[-1]) == (64, 2, 64)
     small, _ = _load_data(dataclasses.replace(settings, resolution=24), log=lambda line: None)
     assert (small.resolution, small.stem_stride) == (24, 1)
+
+
+def test_a_resumed_run_is_checked_against_the_proxy_it_trained_with(tmp_path, monkeypatch):
+    """run.json's proxy_preset, not what the run's options resolve to today: a later version
+    with another default must not continue a run with other proxy settings."""
+    import pytest
+
+    from evaluators.proxy_presets import DEFAULT_PRESET, PROXY_PRESETS
+    from results.runfolder import RunFolder
+    from search.driver import _open_folder
+    from search.settings import SettingsError
+
+    settings = RunSettings(budget_flops=300_000_000, dataset="folder", data_dir="/d")
+    ran = settings.proxy_settings().to_dict()
+    RunFolder(tmp_path).write_meta({"settings": settings.to_dict(), "proxy_preset": ran})
+    _open_folder(settings, tmp_path)
+    other = next(n for n in PROXY_PRESETS["images"] if n != DEFAULT_PRESET["images"])
+    monkeypatch.setitem(DEFAULT_PRESET, "images", other)
+    with pytest.raises(SettingsError, match=f"continue it with --proxy {ran['preset']}"):
+        _open_folder(settings, tmp_path)

@@ -7,6 +7,7 @@ import dataclasses
 
 import pytest
 
+from evaluators.proxy_presets import DEFAULT_PRESET, PROXY_PRESETS, ProxyPreset
 from search.settings import RESUME_MUST_MATCH, RunSettings, SettingsError
 
 OLD = RunSettings(budget_flops=300_000_000, epochs=1, seed=5, latency_budget_ms=None)
@@ -45,8 +46,8 @@ def test_a_preset_is_kept_on_resume_by_what_it_gives():
     with pytest.raises(SettingsError, match=r"started with --proxy quick \(all training "
                                             r"images x 2 epochs at 16 px\), now --proxy "
                                             r"thorough \(all training images x 5 epochs at "
-                                            r"32 px\)"):
-        dataclasses.replace(quick, proxy=None).resumable_from(quick)
+                                            r"32 px\); continue it with --proxy quick,"):
+        dataclasses.replace(quick, proxy="thorough").resumable_from(quick)
     # the same settings spelled as a preset or as options are one setting ...
     standard = dataclasses.replace(quick, proxy="standard")
     spelled = dataclasses.replace(quick, proxy="thorough", max_train=20_000, max_val=5_000)
@@ -54,6 +55,32 @@ def test_a_preset_is_kept_on_resume_by_what_it_gives():
     # ... and an option that changes a preset's value is named
     with pytest.raises(SettingsError, match=r"started with --epochs 5 \(now 7\)"):
         dataclasses.replace(standard, epochs=7).resumable_from(standard)
+
+
+def test_a_run_keeps_what_it_trained_with_when_the_default_or_a_preset_changes(monkeypatch):
+    started = RunSettings(budget_flops=300_000_000, dataset="folder", data_dir="/d")
+    ran = started.proxy_settings().to_dict()  # run.json's proxy_preset
+    started.resumable_from(started, ran=ran)
+    other = next(n for n in PROXY_PRESETS["images"] if n != DEFAULT_PRESET["images"])
+    monkeypatch.setitem(DEFAULT_PRESET, "images", other)  # a later version's default
+    with pytest.raises(SettingsError, match=rf"started with --proxy {ran['preset']} \(.*\), now "
+                                            rf"--proxy {other} \(the default\) .*; continue it "
+                                            rf"with --proxy {ran['preset']}, or pass a new --out"):
+        started.resumable_from(started, ran=ran)
+    dataclasses.replace(started, proxy=ran["preset"]).resumable_from(started, ran=ran)
+
+    quick = dataclasses.replace(started, proxy="quick")
+    ran = quick.proxy_settings().to_dict()
+    monkeypatch.setitem(PROXY_PRESETS["images"], "quick",  # quick redefined since
+                        ProxyPreset(epochs=5, max_train=20_000, max_val=5_000, resolution=16))
+    with pytest.raises(SettingsError, match=r"started with --proxy quick when it gave all "
+                                            r"training images x 2 epochs at 16 px; it now gives "
+                                            r"20,000 training images x 5 epochs at 16 px: "
+                                            r"continue it with --proxy thorough --epochs 2 "
+                                            r"--max-val 5000 --resolution 16,"):
+        quick.resumable_from(quick, ran=ran)
+    dataclasses.replace(quick, proxy="thorough", epochs=2, max_val=5_000,
+                        resolution=16).resumable_from(quick, ran=ran)
 
 
 def test_a_resolution_option_is_one_setting_with_the_presets_side():
