@@ -54,6 +54,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from benchmarks._cli import refuse  # noqa: E402
 from benchmarks._machine import benchmark_lock, lock_wanted, machine  # noqa: E402
 
 REFERENCES = ("ghostnet_050", "ghostnet_100", "ghostnet_130", "mobilenetv3_large_100",
@@ -87,13 +88,10 @@ def _proxies() -> dict[str, dict[str, dict]]:
     grid = {}
     for dataset, names in _GRID.items():
         presets = PROXY_PRESETS[data_kind(dataset)]
-        # on folders max_train is always named (None: all images), as in the target, so that
-        # a training has one spelling of its settings and so one fingerprint
-        named = {"max_train"} if dataset == "folder" else set()
         rows = [_EXTRA[n] if n in _EXTRA else
                 {k: getattr(presets[n], k) for k in ("max_train", "max_val", "epochs",
                                                      "resolution")
-                 if k in named or getattr(presets[n], k) is not None} for n in names]
+                 if getattr(presets[n], k) is not None} for n in names]
         grid[dataset] = {_label(dataset, r): r for r in rows}
     return grid
 
@@ -101,7 +99,7 @@ def _proxies() -> dict[str, dict[str, dict]]:
 PROXIES = _proxies()
 # The target: a long training on all training images, scored on the official test split (on
 # folders twice the image-epochs of the costliest proxy, twenty times the cheapest 32 px one's).
-TARGETS = {"digits": {"epochs": 20}, "folder": {"max_train": None, "epochs": 10}}
+TARGETS = {"digits": {"epochs": 20}, "folder": {"epochs": 10}}
 CHUNK = 8  # trainings a hold of the benchmark lock starts before it yields to a waiting benchmark
 SEEDS = (0, 1, 2)
 # Networks trained with every seed (reliability needs >= 8): all on digits; on folders, where a
@@ -259,6 +257,22 @@ def study_settings(args) -> tuple[dict[str, dict], dict]:
     return proxies, target
 
 
+def _canonical(settings):
+    """Proxy settings (or a label -> settings map of them) without the settings given as None:
+    None is the default, the same training as a setting left out."""
+    if not isinstance(settings, dict):
+        return settings
+    return {k: _canonical(v) for k, v in settings.items() if v is not None}
+
+
+def fingerprint(settings: dict, code: str, dataset: str, arch: dict) -> str:
+    """What a result's key says it was trained with: the proxy's settings, the recipe
+    version (not the commit: a commit that leaves the recipe alone keeps the results), the
+    data set and the architecture, with the settings in :func:`_canonical` form."""
+    return hashlib.sha256(json.dumps([_canonical(settings), code.split("@")[0], dataset, arch],
+                                     sort_keys=True).encode()).hexdigest()[:12]
+
+
 def jobs(args, record: dict, nets: dict[str, dict], code: str) -> list[dict]:
     """Every (network, proxy, seed) the study wants and the record lacks, in the order of
     :data:`PHASES`. The confirm set is trained with the target and with the one preset the
@@ -304,9 +318,7 @@ def jobs(args, record: dict, nets: dict[str, dict], code: str) -> list[dict]:
     flops = {n: record.get("networks", {}).get(n, {}).get("flops", 0) for n in nets}
     for phase, net, proxy, settings, seed, is_target in sorted(
             wanted, key=lambda w: (PHASES[w[0]], flops[w[1]])):
-        fp = hashlib.sha256(json.dumps([settings, code.split("@")[0], args.dataset, nets[net]],
-                                       sort_keys=True).encode()).hexdigest()[:12]
-        key = f"{net}|{proxy}|{seed}|{fp}"
+        key = f"{net}|{proxy}|{seed}|{fingerprint(settings, code, args.dataset, nets[net])}"
         if key in record["results"]:
             continue
         out.append({"key": key, "network": net, "proxy": proxy, "seed": seed,
@@ -340,9 +352,9 @@ def run(args) -> None:
     record = json.loads(out.read_text()) if out.exists() else {}
     record.setdefault("results", {})
     if record.get("dataset", args.dataset) != args.dataset:
-        sys.exit(f"{out} holds a study on {record['dataset']}; pass another --out")
+        refuse(f"{out} holds a study on {record['dataset']}; pass another --out")
     if record["results"] and record.get("smoke", False) != args.smoke:
-        sys.exit(f"{out} holds a {'smoke' if record.get('smoke') else 'full'} study; "
+        refuse(f"{out} holds a {'smoke' if record.get('smoke') else 'full'} study; "
                  "a smoke run and the study keep separate records: pass another --out")
     nets = networks(confirm=0 if args.smoke else N_CONFIRM_SET[args.dataset])
     from evaluators.flops import count
@@ -581,8 +593,8 @@ def merge(args) -> None:
     out, source = Path(args.out), Path(args.source)
     record, other = json.loads(out.read_text()), json.loads(source.read_text())
     for field in ("dataset", "proxies", "target", "data_seed"):
-        if record.get(field) != other.get(field):
-            sys.exit(f"{source} is another study ({field} differs); nothing merged")
+        if _canonical(record.get(field)) != _canonical(other.get(field)):
+            refuse(f"{source} is another study ({field} differs); nothing merged")
     new = {k: r for k, r in other["results"].items() if k not in record["results"]}
     record["results"].update(new)
     # networks the copy added (a confirm set trained there)

@@ -45,6 +45,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from benchmarks._cli import refuse  # noqa: E402
 from benchmarks._machine import benchmark_lock, machine  # noqa: E402
 from results.compare import hypervolume_gain, neighbours, reference_standing  # noqa: E402
 from results.noise import Noise  # noqa: E402
@@ -302,7 +303,7 @@ def main() -> None:
     record = json.loads(out.read_text()) if out.exists() else {}
     key = {"budget": args.budget, "trials": args.trials, "data": args.data}
     if record.get("setup", key) != key:
-        sys.exit(f"{out} holds a record of another setup ({record['setup']}); pass another --out")
+        refuse(f"{out} holds a record of another setup ({record['setup']}); pass another --out")
     record["setup"] = key
     if args.part != "summary":
         record.setdefault("machines", []).append(machine())
