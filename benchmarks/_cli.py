@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from typing import NoReturn
 
-EXIT_USAGE = 2
+from search.cli import EXIT_USAGE
 
 
 def refuse(message: str) -> NoReturn:

@@ -526,11 +526,19 @@ def analyse(record: dict, *, intervals: bool = True) -> dict:
                 pair_taus.append(_tau([nets[n][s1]["top1"] for n in common],
                                       [nets[n][s2]["top1"] for n in common]))
         row["seed_tau"] = statistics.fmean(pair_taus) if pair_taus else math.nan
-        # pooled over networks: the root of the mean per-network variance across seeds
-        var = [statistics.variance([s["top1"] for s in n.values()]) for n in nets.values()
-               if len(n) >= 2]
-        row["seed_sd_top1"] = math.sqrt(statistics.fmean(var)) if var else math.nan
-        row["seed_sd_networks"] = len(var)
+        # pooled over networks: the root of the mean per-network variance across seeds; and
+        # without the noisiest network, so one unstable network shows as such
+        sd = {name: statistics.stdev([s["top1"] for s in n.values()])
+              for name, n in nets.items() if len(n) >= 2}
+        row["seed_sd_by_network"] = sd
+        row["seed_sd_top1"] = math.sqrt(statistics.fmean(v * v for v in sd.values())) \
+            if sd else math.nan
+        row["seed_sd_networks"] = len(sd)
+        if len(sd) >= 3:
+            noisiest = max(sd, key=sd.get)
+            row["seed_sd_noisiest"] = noisiest
+            row["seed_sd_top1_without_noisiest"] = math.sqrt(statistics.fmean(
+                v * v for n, v in sd.items() if n != noisiest))
         small, large = GAP_PAIR
         if small in nets and large in nets:
             gaps = [nets[large][s]["top1"] - nets[small][s]["top1"]
@@ -591,6 +599,9 @@ def merge(args) -> None:
     """Add the results of ``args.source`` (a copy of the record that another machine grew)
     that ``args.out`` lacks; both must be the same study."""
     out, source = Path(args.out), Path(args.source)
+    for path, option in ((out, "--out"), (source, "--from")):
+        if not path.is_file():
+            refuse(f"{option} {path}: no such record; pass the path of a study's JSON record")
     record, other = json.loads(out.read_text()), json.loads(source.read_text())
     for field in ("dataset", "proxies", "target", "data_seed"):
         if _canonical(record.get(field)) != _canonical(other.get(field)):
@@ -631,7 +642,11 @@ def report(args, *, save: bool = False) -> None:
               f"{al.get('tau_ci95', (math.nan,) * 2)[1]:+.2f}]  -FLOPs "
               f"{al.get('tau_minus_flops', math.nan):+.3f}  pairs "
               f"{al.get('pairwise_within_1.5x', math.nan):.2f}  seed tau "
-              f"{row['seed_tau']:+.3f}  seed SD {row['seed_sd_top1']:.2f} pt  1.3x-0.5x "
+              f"{row['seed_tau']:+.3f}  seed SD {row['seed_sd_top1']:.2f} pt"
+              + (f" (without {row['seed_sd_noisiest']}: "
+                 f"{row['seed_sd_top1_without_noisiest']:.2f})"
+                 if "seed_sd_noisiest" in row else "")
+              + "  1.3x-0.5x "
               f"{row.get('gap_130_050', math.nan):+.2f}±{row.get('gap_130_050_sd', math.nan):.2f}"
               f"  {row['seconds_per_network_median']:.0f} s/net")
     choice = a["default_choice"]
