@@ -238,7 +238,7 @@ PHASES = {
     "cheap": 0,  # proxies with a quarter of the costliest's image-epochs or less, seed 0
     "target": 1,  # the target at seed 0
     "mid": 2,  # the other proxies but the costliest, seed 0
-    "gap": 2.5,  # the presets' further seeds on GhostNet 0.5x and 1.3x: the choice tests the gap
+    "gap": 2.5,  # every preset's seeds on GhostNet 0.5x and 1.3x: the choice tests the gap
     "seeds": 3,  # the other further seeds (reliability)
     "confirm-set": 3.5,  # the target and the chosen preset on the confirm set, seed 0
     "costliest": 4,  # the costliest proxy at seed 0,
@@ -297,12 +297,14 @@ def jobs(args, record: dict, nets: dict[str, dict], code: str) -> list[dict]:
                     continue
                 if seed != 0 and seeded is not None and n not in seeded:
                     continue
-                if _cost(settings) == costliest:
+                if n in GAP_PAIR and preset and (seed != 0 or _cost(settings) == costliest):
+                    phase = "gap"  # the choice waits for every preset's gap, the costliest's too
+                elif _cost(settings) == costliest:
                     phase = "costliest" if seed == 0 else "costliest-seeds"
                 elif seed == 0:
                     phase = "cheap" if _cost(settings) <= costliest / 4 else "mid"
                 else:
-                    phase = "gap" if n in GAP_PAIR and preset else "seeds"
+                    phase = "seeds"
                 wanted.append((phase, n, name, settings, seed, False))
     for seed in (TARGET_SEEDS[:1] if args.smoke else TARGET_SEEDS):
         for n in nets:
@@ -579,9 +581,10 @@ def _choose_default(dataset: str, by_proxy: dict) -> dict:
     if not eligible:
         from evaluators.proxy_presets import PROXY_PRESETS, data_kind
 
+        # a preset whose gap does not separate is out whatever its tau
         missing = [n for n in PROXY_PRESETS[data_kind(dataset)] if n not in rows
-                   or not math.isfinite(rows[n]["tau_choose"])
-                   or not math.isfinite(rows[n]["gap_sd"])]
+                   or not math.isfinite(rows[n]["gap_sd"])
+                   or (rows[n]["separates"] and not math.isfinite(rows[n]["tau_choose"]))]
         why = ("not yet measured: " + ", ".join(missing)) if missing else \
             "no preset separates GhostNet 1.3x from 0.5x beyond 3 SD with a positive tau"
         return {"presets": rows, "chosen": None, "why": why}

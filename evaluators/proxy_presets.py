@@ -22,7 +22,7 @@ from evaluators.proxy import proxy_config
 from evaluators.training import ConfigError
 
 __all__ = ["ProxyPreset", "ResolvedProxy", "PROXY_PRESETS", "DEFAULT_PRESET", "data_kind",
-           "describe", "resolve_proxy"]
+           "describe", "kind_dataset", "resolve_proxy"]
 
 
 @dataclass(frozen=True)
@@ -62,11 +62,16 @@ def data_kind(dataset: str) -> str:
     return "digits" if dataset == "digits" else "images"
 
 
+def kind_dataset(kind: str) -> str:
+    """The data set whose proxy recipe stands for ``kind`` (the inverse of :func:`data_kind`)."""
+    return "digits" if kind == "digits" else "folder"
+
+
 def describe(p: ProxyPreset | ResolvedProxy, kind: str) -> str:
     """One line for --help and messages: training images x epochs at the side (``kind``'s
     proxy side where the preset keeps it)."""
     images = "all" if p.max_train is None else f"{p.max_train:,}"
-    side = p.resolution or proxy_config("digits" if kind == "digits" else "folder").resolution
+    side = p.resolution or proxy_config(kind_dataset(kind)).resolution
     return f"{images} training images x {p.epochs} epochs at {side} px"
 
 

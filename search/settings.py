@@ -14,6 +14,7 @@ from evaluators.proxy_presets import (
     ResolvedProxy,
     data_kind,
     describe,
+    kind_dataset,
     resolve_proxy,
 )
 from evaluators.training import ConfigError
@@ -257,7 +258,7 @@ def _proxy_options(p: ResolvedProxy, kind: str) -> str:
     """The shortest options that give ``p``'s settings today: a preset (``p``'s own first)
     and each setting of ``p`` it does not give. "All images" has no option value, so a preset
     must give that one itself."""
-    dataset = "digits" if kind == "digits" else "folder"
+    dataset = kind_dataset(kind)
     names = sorted(PROXY_PRESETS[kind], key=lambda n: n != p.preset)
     best = None
     for name in names:
