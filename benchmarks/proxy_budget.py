@@ -575,7 +575,7 @@ def _choose_default(dataset: str, by_proxy: dict) -> dict:
         gap, sd = row.get("gap_130_050", math.nan), row.get("gap_130_050_sd", math.nan)
         # the rule asks for the spread over all the study's seeds, not two
         measured = row.get("gap_seeds", 0) >= len(SEEDS) and math.isfinite(sd)
-        separates = bool(measured and math.isfinite(gap) and gap > 3 * sd)
+        separates = bool(measured and gap > 3 * sd)
         rows[row["preset"]] = {"proxy": proxy, "tau_choose": tau, "seconds_ghostnet_100": secs,
                                "tau_per_hour": tau / secs * 3600 if secs > 0 else math.nan,
                                "gap_130_050": gap, "gap_sd": sd, "gap_measured": measured,
