@@ -107,6 +107,7 @@ SEEDS = (0, 1, 2)
 SEED_NETWORKS = {"digits": None, "folder": (*REFERENCES, "s1", "s4", "s7")}
 TARGET_SEEDS = (0, 1)  # the second one on the "choose" half only: the ceiling
 GAP_PAIR = ("ghostnet_050", "ghostnet_130")  # a preset must separate these beyond the noise
+TIMED = "ghostnet_100"  # the rule prices a preset by its seconds per trial of this network
 # The confirm set: more sampled networks (another seed), trained with the target and the chosen
 # default preset at seed 0 only, so that the default's tau is measured on >= 12 networks it was
 # not chosen on (the "confirm" half and these). None on digits, which cannot rank networks.
@@ -239,9 +240,12 @@ PHASES = {
     "target": 1,  # the target at seed 0
     "mid": 2,  # the other proxies but the costliest, seed 0
     "gap": 2.5,  # every preset's seeds on GhostNet 0.5x and 1.3x: the choice tests the gap
+    # the costliest proxy at seed 0 where the choice reads it: its tau on the "choose" half and
+    # its seconds per GhostNet 1.0x (the rule cannot price or rank it without them)
+    "costliest-choice": 2.7,
     "seeds": 3,  # the other further seeds (reliability)
     "confirm-set": 3.5,  # the target and the chosen preset on the confirm set, seed 0
-    "costliest": 4,  # the costliest proxy at seed 0,
+    "costliest": 4,  # the costliest proxy at seed 0 on the other networks,
     "costliest-seeds": 5,  # ... and at the further seeds
     "target-seed": 6,  # the target's second seed (the ceiling)
 }
@@ -299,8 +303,11 @@ def jobs(args, record: dict, nets: dict[str, dict], code: str) -> list[dict]:
                     continue
                 if n in GAP_PAIR and preset and (seed != 0 or _cost(settings) == costliest):
                     phase = "gap"  # the choice waits for every preset's gap, the costliest's too
+                elif _cost(settings) == costliest and seed == 0:
+                    phase = "costliest-choice" if side[n] == "choose" or n == TIMED \
+                        else "costliest"
                 elif _cost(settings) == costliest:
-                    phase = "costliest" if seed == 0 else "costliest-seeds"
+                    phase = "costliest-seeds"
                 elif seed == 0:
                     phase = "cheap" if _cost(settings) <= costliest / 4 else "mid"
                 else:
@@ -380,7 +387,7 @@ def run(args) -> None:
           f"{args.workers} at a time, one thread each"
           + (f"; about {eta:.1f} h at the speed recorded so far" if eta else ""), flush=True)
     if eta:
-        choice = [j for j in todo if PHASES[j["phase"]] <= PHASES["gap"]]
+        choice = [j for j in todo if PHASES[j["phase"]] <= PHASES["costliest-choice"]]
         parts = {"until the default preset can be chosen": choice,
                  "for the confirm set (the default preset's trainings there join once it "
                  "is chosen)": [j for j in todo if j["phase"] == "confirm-set"]}
@@ -554,8 +561,8 @@ def analyse(record: dict, *, intervals: bool = True) -> dict:
                   for n, seeds in nets.items() if nets_info[n]["half"] != "confirm-set"}
         secs = [x for xs in on_cpu.values() for x in xs]
         row["seconds_per_network_median"] = statistics.median(secs) if secs else math.nan
-        if on_cpu.get("ghostnet_100"):
-            row["seconds_ghostnet_100"] = statistics.fmean(on_cpu["ghostnet_100"])
+        if on_cpu.get(TIMED):
+            row["seconds_ghostnet_100"] = statistics.fmean(on_cpu[TIMED])
         out[proxy] = row
     return {"by_proxy": out, "target_seed_tau": ceiling, "target_both_seeds": len(both),
             "default_choice": _choose_default(record["dataset"], out)}
