@@ -586,7 +586,9 @@ def _choose_default(dataset: str, by_proxy: dict) -> dict:
         rows[row["preset"]] = {"proxy": proxy, "tau_choose": tau, "seconds_ghostnet_100": secs,
                                "tau_per_hour": tau / secs * 3600 if secs > 0 else math.nan,
                                "gap_130_050": gap, "gap_sd": sd, "gap_measured": measured,
-                               "separates": separates}
+                               "separates": separates,
+                               "seeds_to_separate": _seeds_to_separate(gap, sd)
+                               if measured else None}
     eligible = {n: r for n, r in rows.items()
                 if r["separates"] and math.isfinite(r["tau_per_hour"]) and r["tau_choose"] > 0}
     if not eligible:
@@ -607,6 +609,15 @@ def _choose_default(dataset: str, by_proxy: dict) -> dict:
             "unchosen_tau_ci95": unchosen.get("tau_ci95", (math.nan, math.nan)),
             "unchosen_tau_minus_flops": unchosen.get("tau_minus_flops", math.nan),
             "unchosen_n": unchosen.get("n", 0)}
+
+
+def _seeds_to_separate(gap: float, sd: float) -> int | None:
+    """How many seeds a trial would average for ``gap`` to exceed 3 SD of the averaged gap,
+    the SD falling as 1/sqrt(seeds) (independent seeds): an estimate of what separating would
+    cost, as uncertain as an SD from a few seeds is. None where the gap is not positive."""
+    if not (math.isfinite(gap) and math.isfinite(sd)) or gap <= 0:
+        return None
+    return math.floor((3 * sd / gap) ** 2) + 1
 
 
 def merge(args) -> None:
@@ -669,7 +680,10 @@ def report(args, *, save: bool = False) -> None:
               f"{r['seconds_ghostnet_100']:.0f} s  tau per hour {r['tau_per_hour']:+.2f}  "
               f"1.3x-0.5x {r['gap_130_050']:+.2f} (3 SD {3 * r['gap_sd']:.2f}): "
               + ("separates" if r["separates"] else "does not separate" if r["gap_measured"]
-                 else f"its {len(SEEDS)} seeds not all in"))
+                 else f"its {len(SEEDS)} seeds not all in")
+              + (f"; the mean of {r['seeds_to_separate']} seeds per trial would (estimate, "
+                 f"{r['seeds_to_separate'] * r['seconds_ghostnet_100']:.0f} s per GhostNet 1.0x)"
+                 if not r["separates"] and r.get("seeds_to_separate") else ""))
     if choice["chosen"] is None:
         print(f"default preset: none chosen ({choice['why']})")
     else:
