@@ -528,13 +528,16 @@ def analyse(record: dict, *, intervals: bool = True) -> dict:
                          "spearman": float(spearmanr(p, t).statistic),
                          "pairwise_within_1.5x": _pairwise(names, mean, target, flops)}
         seeds = sorted({s for n in nets.values() for s in n})
-        pair_taus = []
+        pair_taus, pair_sizes = [], []
         for s1, s2 in itertools.combinations(seeds, 2):
             common = [n for n in nets if s1 in nets[n] and s2 in nets[n]]
             if len(common) >= 3:
                 pair_taus.append(_tau([nets[n][s1]["top1"] for n in common],
                                       [nets[n][s2]["top1"] for n in common]))
+                pair_sizes.append(len(common))
         row["seed_tau"] = statistics.fmean(pair_taus) if pair_taus else math.nan
+        # on 3 networks a tau is one of four values: the count says how much it can mean
+        row["seed_tau_networks"] = min(pair_sizes) if pair_sizes else 0
         # pooled over networks: the root of the mean per-network variance across seeds; and
         # without the noisiest network, so one unstable network shows as such
         sd = {name: statistics.stdev([s["top1"] for s in n.values()])
@@ -667,7 +670,8 @@ def report(args, *, save: bool = False) -> None:
               f"{al.get('tau_ci95', (math.nan,) * 2)[1]:+.2f}]  -FLOPs "
               f"{al.get('tau_minus_flops', math.nan):+.3f}  pairs "
               f"{al.get('pairwise_within_1.5x', math.nan):.2f}  seed tau "
-              f"{row['seed_tau']:+.3f}  seed SD {row['seed_sd_top1']:.2f} pt"
+              f"{row['seed_tau']:+.3f} (n={row.get('seed_tau_networks', 0)})  seed SD "
+              f"{row['seed_sd_top1']:.2f} pt"
               + (f" (without {row['seed_sd_noisiest']}: "
                  f"{row['seed_sd_top1_without_noisiest']:.2f})"
                  if "seed_sd_noisiest" in row else "")
